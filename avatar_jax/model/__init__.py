@@ -1,0 +1,1 @@
+"""The audio-driven avatar: fusion, particle deformer, skinning, Gaussian head."""

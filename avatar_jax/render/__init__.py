@@ -1,0 +1,1 @@
+"""Splat renderer: EWA projection, tile binning and sorting, rasterisation dispatch (pallas | xla)."""

@@ -1,0 +1,1 @@
+"""Training: losses, state, step, loop, sharding rules, checkpointing."""

@@ -1,0 +1,99 @@
+"""The device mesh and the one rules table that maps logical parameter axes to mesh axes.
+
+Mesh axes are ``("data", "fsdp", "model")`` (DESIGN.md). Modules name their parameter axes
+logically (``"embed"``, ``"mlp"``, ``"heads"``, ``"gaussians"``...) and never mention the mesh;
+only :data:`LOGICAL_AXIS_RULES` does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from avatar_jax.errors import ConfigError
+
+MESH_AXES = ("data", "fsdp", "model")
+
+# logical axis -> mesh axis (or None: replicated). One table for the whole project.
+LOGICAL_AXIS_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
+    ("batch", ("data", "fsdp")),
+    ("frames", None),
+    ("embed", "fsdp"),
+    ("mlp", "model"),
+    ("heads", "model"),
+    ("kv", None),
+    ("particles", None),
+    ("gaussians", "model"),
+    ("vocab", "model"),
+    ("conv_in", None),
+    ("conv_out", "model"),
+)
+
+
+def resolve_mesh_shape(shape: Mapping[str, int], num_devices: int) -> dict[str, int]:
+    """Fill one ``-1`` entry so that the product equals ``num_devices``; check the result.
+
+    Raises ConfigError for unknown axes, several ``-1``, non-positive sizes, or a product that does
+    not match the number of devices.
+    """
+    unknown = set(shape) - set(MESH_AXES)
+    if unknown:
+        raise ConfigError(f"unknown mesh axes {sorted(unknown)}; expected a subset of {list(MESH_AXES)}")
+    sizes = {axis: int(shape.get(axis, 1)) for axis in MESH_AXES}
+    free = [a for a, s in sizes.items() if s == -1]
+    if len(free) > 1:
+        raise ConfigError(f"mesh shape {sizes} has more than one -1 entry; at most one axis can be inferred")
+    bad = [a for a, s in sizes.items() if s == 0 or s < -1]
+    if bad:
+        raise ConfigError(f"mesh axis sizes must be positive (or -1 for one inferred axis), got {sizes}")
+    fixed = math.prod(s for s in sizes.values() if s != -1)
+    if free:
+        if num_devices % fixed:
+            raise ConfigError(
+                f"impossible mesh shape {sizes}: the fixed axes use {fixed} devices, which does not divide "
+                f"the {num_devices} available devices"
+            )
+        sizes[free[0]] = num_devices // fixed
+    elif fixed != num_devices:
+        raise ConfigError(
+            f"impossible mesh shape {sizes}: it needs {fixed} devices but {num_devices} are available"
+        )
+    return sizes
+
+
+def make_mesh(shape: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A ``("data","fsdp","model")`` mesh over ``devices`` (default: all), ``-1`` filled in."""
+    devices = list(jax.devices() if devices is None else devices)
+    sizes = resolve_mesh_shape(shape, len(devices))
+    grid = np.asarray(devices).reshape(tuple(sizes[a] for a in MESH_AXES))
+    return Mesh(grid, MESH_AXES)
+
+
+def logical_to_mesh_spec(logical_axes: Sequence[str | None],
+                         rules: Sequence[tuple[str, str | tuple[str, ...] | None]] = LOGICAL_AXIS_RULES
+                         ) -> PartitionSpec:
+    """Translate logical axis names to a PartitionSpec; each mesh axis is used at most once."""
+    table = dict(rules)
+    used: set[str] = set()
+    out = []
+    for name in logical_axes:
+        if name is None:
+            out.append(None)
+            continue
+        if name not in table:
+            raise KeyError(f"logical axis {name!r} has no sharding rule; add it to LOGICAL_AXIS_RULES")
+        target = table[name]
+        axes = (target,) if isinstance(target, str) else tuple(target or ())
+        axes = tuple(a for a in axes if a not in used)
+        used.update(axes)
+        out.append(None if not axes else axes[0] if len(axes) == 1 else axes)
+    return PartitionSpec(*out)
+
+
+def named_sharding(mesh: Mesh, logical_axes: Sequence[str | None]) -> NamedSharding:
+    """NamedSharding on ``mesh`` for an array whose dims carry ``logical_axes``."""
+    return NamedSharding(mesh, logical_to_mesh_spec(logical_axes))

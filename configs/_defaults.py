@@ -1,0 +1,45 @@
+"""Every key a config may set, with CPU-sized defaults. Named configs start here and resize."""
+
+import ml_collections
+
+
+def defaults() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    # Device mesh over ("data", "fsdp", "model"); one axis may be -1 (use the remaining devices).
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1))
+
+    c.render = ml_collections.ConfigDict()
+    c.render.width = 128
+    c.render.height = 128
+    c.render.backend = "auto"  # auto | pallas | xla
+    c.render.background = (1.0, 1.0, 1.0)
+    c.render.fov_y_deg = 30.0
+
+    c.audio = ml_collections.ConfigDict()
+    c.audio.sample_rate = 16000
+    c.audio.fps = 25.0
+    c.audio.encoder = "embedded"  # embedded | wav2vec2 | whisper
+    c.audio.checkpoint_dir = ""  # local directory of an upstream checkpoint (no downloads)
+
+    c.model = ml_collections.ConfigDict()
+    c.model.num_particles = 64
+    c.model.d_model = 64
+    c.model.num_heads = 4
+    c.model.num_gaussians = 4096
+
+    c.train = ml_collections.ConfigDict()
+    c.train.batch_size = 8
+    c.train.seq_len = 8
+    c.train.steps = 100
+    c.train.learning_rate = 1e-3
+    c.train.checkpoint_dir = "runs/tiny"
+    c.train.checkpoint_every = 50
+    c.train.log_every = 10
+
+    c.demo = ml_collections.ConfigDict()
+    c.demo.frames = 25
+    c.demo.views = 4
+    c.demo.out = "out/demo"
+    return c

@@ -1,0 +1,1 @@
+"""Pallas kernels, installed as `avatar_jax.kernels`. Each kernel ships a jnp reference and a custom_vjp."""
