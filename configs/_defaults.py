@@ -28,6 +28,24 @@ def defaults() -> ml_collections.ConfigDict:
     c.model.d_model = 64
     c.model.num_heads = 4
     c.model.num_gaussians = 4096
+    c.model.bind_k = 4  # particles each Gaussian is skinned to
+    c.model.window = 4  # causal window of driving tokens the Gaussian head attends over
+    c.model.fourier_bands = 6
+    c.model.max_twist = 0.5  # per-frame twist bound (rad, m)
+    c.model.max_offset = 0.05  # Gaussian head residual bounds
+    c.model.max_log_scale = 0.5
+    c.model.max_opacity_logit = 4.0
+    c.model.max_color = 0.5
+    c.model.compute_dtype = "float32"  # float32 | bfloat16 (parameters stay param_dtype)
+    c.model.param_dtype = "float32"
+    # Paper Table 3 ablations: each switch removes a real path of the model.
+    c.model.use_particle_deformer = True
+    c.model.use_implicit_motion_tokens = True
+    c.model.use_weight_decoder = True
+    c.model.use_face_offsets = True
+    c.model.use_hand_offsets = True
+    c.model.use_body_offsets = True
+    c.model.use_gaussian_head = True
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 8

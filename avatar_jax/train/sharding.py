@@ -97,3 +97,18 @@ def logical_to_mesh_spec(logical_axes: Sequence[str | None],
 def named_sharding(mesh: Mesh, logical_axes: Sequence[str | None]) -> NamedSharding:
     """NamedSharding on ``mesh`` for an array whose dims carry ``logical_axes``."""
     return NamedSharding(mesh, logical_to_mesh_spec(logical_axes))
+
+
+def state_shardings(mesh: Mesh, state):
+    """NamedShardings for an NNX state whose Variables carry logical ``out_sharding`` names.
+
+    Variables without annotations are replicated.
+    """
+    from flax import nnx
+
+    def to_sharding(variable):
+        names = variable.get_metadata().get("out_sharding") if hasattr(variable, "get_metadata") else None
+        spec = logical_to_mesh_spec(tuple(names)) if names else PartitionSpec()
+        return variable.replace(NamedSharding(mesh, spec))
+
+    return jax.tree.map(to_sharding, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
