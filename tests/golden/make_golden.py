@@ -50,6 +50,208 @@ def make_mlp(out_dir):
     save_npz(os.path.join(out_dir, "mlp_io.npz"), x=x, y=y)
 
 
+def _scramble(model, std=0.3, seed=0):
+    """Redraw trainable parameters with a larger spread than the upstream init (std 0.02), so that
+    attention is far from uniform and greedy tokens vary: a wrong detail then shows up as a large error."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, p in model.named_parameters():
+            if not p.requires_grad:
+                continue
+            noise = torch.randn(p.shape, generator=g)
+            if p.ndim >= 2:
+                p.copy_(std * noise)
+            else:
+                p.add_(0.1 * noise)
+
+
+def _tiny_wav2vec2_config(stable):
+    """A few-KB wav2vec2: 3 convs (receptive field 30 samples, hop 20), 2 layers, hidden 32."""
+    from transformers import Wav2Vec2Config
+
+    return Wav2Vec2Config(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=48,
+        conv_dim=(16, 16, 16),
+        conv_kernel=(10, 3, 2),
+        conv_stride=(5, 2, 2),
+        conv_bias=stable,
+        num_conv_pos_embeddings=8,  # even: exercises the "drop last frame" same-padding rule
+        num_conv_pos_embedding_groups=4,
+        feat_extract_norm="layer" if stable else "group",
+        do_stable_layer_norm=stable,
+        vocab_size=12,
+    )
+
+
+def _wav2vec2_io(model, out_dir, base):
+    """Fixed input audio (2, 400) and every hidden state of the encoder."""
+    g = torch.Generator().manual_seed(1)
+    audio = 0.3 * torch.randn(2, 400, generator=g)
+    with torch.no_grad():
+        out = base(audio, output_hidden_states=True)
+    arrays = {"input_values": audio, "last_hidden_state": out.last_hidden_state}
+    if getattr(out, "extract_features", None) is not None:
+        arrays["extract_features"] = out.extract_features
+    for i, h in enumerate(out.hidden_states):
+        arrays[f"hidden_state_{i}"] = h
+    save_npz(os.path.join(out_dir, "io.npz"), **arrays)
+
+
+@producer("wav2vec2_group")
+def make_wav2vec2_group(out_dir):
+    """Wav2Vec2Model, do_stable_layer_norm=False (group-norm extractor, post-LN), safetensors."""
+    from transformers import Wav2Vec2Model
+
+    torch.manual_seed(0)
+    model = Wav2Vec2Model(_tiny_wav2vec2_config(stable=False)).eval()
+    _scramble(model)
+    model.save_pretrained(out_dir)
+    _wav2vec2_io(model, out_dir, model)
+
+
+@producer("wav2vec2_stable")
+def make_wav2vec2_stable(out_dir):
+    """Wav2Vec2Model, do_stable_layer_norm=True (layer-norm extractor, pre-LN), safetensors."""
+    from transformers import Wav2Vec2Model
+
+    torch.manual_seed(0)
+    model = Wav2Vec2Model(_tiny_wav2vec2_config(stable=True)).eval()
+    _scramble(model)
+    model.save_pretrained(out_dir)
+    _wav2vec2_io(model, out_dir, model)
+
+
+@producer("wav2vec2_ctc_bin")
+def make_wav2vec2_ctc_bin(out_dir):
+    """Wav2Vec2ForCTC (stable LN) as an old-style hub repo: pytorch_model.bin, keys under "wav2vec2.",
+    positional conv weight norm stored as weight_g / weight_v (pre-parametrization layout)."""
+    from transformers import Wav2Vec2ForCTC
+
+    torch.manual_seed(0)
+    model = Wav2Vec2ForCTC(_tiny_wav2vec2_config(stable=True)).eval()
+    _scramble(model, seed=3)
+    model.save_pretrained(out_dir)
+    os.remove(os.path.join(out_dir, "model.safetensors"))
+    state = {}
+    for k, v in model.state_dict().items():
+        k = k.replace("parametrizations.weight.original0", "weight_g")
+        k = k.replace("parametrizations.weight.original1", "weight_v")
+        state[k] = v.clone()
+    torch.save(state, os.path.join(out_dir, "pytorch_model.bin"))
+    _wav2vec2_io(model, out_dir, model.wav2vec2)
+
+
+@producer("hubert")
+def make_hubert(out_dir):
+    """HubertModel (shares wav2vec2's layout) with feat_proj_layer_norm=False, safetensors."""
+    from transformers import HubertConfig, HubertModel
+
+    fields = _tiny_wav2vec2_config(stable=False).to_dict()
+    keep = {k: fields[k] for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                                   "conv_dim", "conv_kernel", "conv_stride", "conv_bias", "num_conv_pos_embeddings",
+                                   "num_conv_pos_embedding_groups", "feat_extract_norm", "do_stable_layer_norm")}
+    torch.manual_seed(0)
+    model = HubertModel(HubertConfig(**keep, feat_proj_layer_norm=False)).eval()
+    _scramble(model, seed=5)
+    model.save_pretrained(out_dir)
+    _wav2vec2_io(model, out_dir, model)
+
+
+WHISPER_PROMPT = [1, 10, 11]  # decoder start + two forced tokens for the manual greedy reference
+
+
+@producer("whisper")
+def make_whisper(out_dir):
+    """Tiny WhisperForConditionalGeneration (8 mel bins, 32 frames, d_model 32, 2+2 layers, vocab 96).
+
+    Saves encoder/decoder hidden states and logits for fixed inputs, `generate` greedy tokens, and a
+    manual full-recompute greedy loop from a 3-token prompt (same suppression rules).
+    """
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    config = WhisperConfig(
+        vocab_size=96,
+        num_mel_bins=8,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=48,
+        decoder_ffn_dim=48,
+        max_source_positions=16,
+        max_target_positions=24,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=1,
+        suppress_tokens=[5, 7],
+        begin_suppress_tokens=[2, 3],
+    )
+    torch.manual_seed(0)
+    model = WhisperForConditionalGeneration(config).eval()
+    _scramble(model)
+    model.save_pretrained(out_dir)
+    g = torch.Generator().manual_seed(2)
+    features = torch.randn(2, 8, 32, generator=g)
+    decoder_ids = torch.tensor([[1, 4, 9, 20, 33], [1, 50, 60, 70, 80]])
+    with torch.no_grad():
+        out = model(input_features=features, decoder_input_ids=decoder_ids, output_hidden_states=True)
+        generated = model.generate(features, do_sample=False, max_new_tokens=8)
+        # the same with token 63 as end of text: one row stops early, exercising stop + padding
+        generated_eos = model.generate(features, do_sample=False, max_new_tokens=8, eos_token_id=63)
+        # manual greedy: full recompute, suppress_tokens always, begin_suppress at the first new token
+        seq = torch.tensor([WHISPER_PROMPT] * 2)
+        enc = model.model.encoder(features).last_hidden_state
+        for step in range(8):
+            logits = model(encoder_outputs=(enc,), decoder_input_ids=seq).logits[:, -1]
+            logits[:, config.suppress_tokens] = -float("inf")
+            if step == 0:
+                logits[:, config.begin_suppress_tokens] = -float("inf")
+            seq = torch.cat([seq, logits.argmax(-1, keepdim=True)], dim=1)
+    arrays = {
+        "input_features": features,
+        "decoder_input_ids": decoder_ids,
+        "logits": out.logits,
+        "encoder_last_hidden_state": out.encoder_last_hidden_state,
+        "generated": generated if torch.is_tensor(generated) else generated["sequences"],
+        "generated_eos63": generated_eos if torch.is_tensor(generated_eos) else generated_eos["sequences"],
+        "generate_decoder_start": np.asarray([config.decoder_start_token_id]),
+        "manual_prompt": np.asarray(WHISPER_PROMPT),
+        "manual_greedy": seq,
+    }
+    for i, h in enumerate(out.encoder_hidden_states):
+        arrays[f"encoder_hidden_state_{i}"] = h
+    for i, h in enumerate(out.decoder_hidden_states):
+        arrays[f"decoder_hidden_state_{i}"] = h
+    save_npz(os.path.join(out_dir, "io.npz"), **arrays)
+
+
+@producer("torch_pickle")
+def make_torch_pickle(out_dir):
+    """A torch.save state dict of awkward tensors (fp16, bf16, int64, bool, a transposed view, a slice
+    sharing its storage with another entry, a scalar) and the same values as float64/int64 in an npz."""
+    g = torch.Generator().manual_seed(4)
+    base = torch.randn(6, 5, generator=g)
+    state = {
+        "fp32": torch.randn(3, 4, generator=g),
+        "fp16": torch.randn(4, generator=g).half(),
+        "bf16": torch.randn(2, 3, generator=g).bfloat16(),
+        "int64": torch.arange(7) * 3 - 5,
+        "bool": torch.tensor([True, False, True]),
+        "transposed": base.t(),
+        "slice_of_base": base[2:4, 1:],
+        "base": base,
+        "scalar": torch.tensor(2.5),
+    }
+    torch.save(state, os.path.join(out_dir, "state.bin"))
+    expected = {k: (v.double() if v.is_floating_point() else v.long()) for k, v in state.items()}
+    save_npz(os.path.join(out_dir, "expected.npz"), **expected)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "data"))
