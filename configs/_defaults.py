@@ -22,6 +22,9 @@ def defaults() -> ml_collections.ConfigDict:
     c.audio.fps = 25.0
     c.audio.encoder = "embedded"  # embedded | wav2vec2 | whisper
     c.audio.checkpoint_dir = ""  # local directory of an upstream checkpoint (no downloads)
+    c.audio.embedded_dim = 128  # embedded default encoder (trained with the avatar)
+    c.audio.embedded_width = 96
+    c.audio.embedded_depth = 2
 
     c.model = ml_collections.ConfigDict()
     c.model.num_particles = 64
@@ -55,6 +58,31 @@ def defaults() -> ml_collections.ConfigDict:
     c.train.checkpoint_dir = "runs/tiny"
     c.train.checkpoint_every = 50
     c.train.log_every = 10
+
+    # Data: record preparation (videos and synthetic clips) and the grain loader (issue #7).
+    c.data = ml_collections.ConfigDict()
+    c.data.root = "data/prepared"  # dataset folder the loader reads
+    c.data.fps = 25.0  # clips are re-timed to this rate (= audio.fps)
+    c.data.size = 256  # stored square frame side
+    c.data.max_decode_side = 640  # working resolution for decoding and detection
+    c.data.clip_seconds = 10.0  # longer videos are cut into clips of at most this length
+    c.data.min_seconds = 1.0  # shorter clips are rejected
+    c.data.min_person_fraction = 0.5  # a clip needs a person in at least this share of frames
+    c.data.crop_margin = 0.15
+    c.data.fov_y_deg = 50.0  # assumed vertical field of view of real videos (no calibration known)
+    c.data.held_out = 0.1  # identity-aware split: share of each subject's clips held out (paper §4.1)
+    c.data.workers = 1  # parallel processes for prepare
+    c.data.mediapipe_python = ""  # interpreter with mediapipe (default: $AVATAR_JAX_MEDIAPIPE_PYTHON, .venv-mediapipe)
+    c.data.stride = 0  # loader window stride in frames (0: = train.seq_len)
+    c.data.num_threads = 2  # loader read threads
+    c.data.prefetch = 8  # loader prefetch buffer (elements)
+    c.data.synthetic = ml_collections.ConfigDict()
+    c.data.synthetic.size = 96
+    c.data.synthetic.num_gaussians = 3000
+    c.data.synthetic.voices = ("en-us", "en-us+f3", "en+m3", "en-gb-scotland")
+    c.data.synthetic.sentences = 8  # corpus sentences per voice
+    c.data.synthetic.framing = "upper_body"  # upper_body | face
+    c.data.synthetic.subjects = 1  # avatar identities (colour/shape variants of a synthetic avatar)
 
     c.demo = ml_collections.ConfigDict()
     c.demo.frames = 25

@@ -1,0 +1,1 @@
+"""Exports: talking videos (mp4 with audio) and, later, inference bundles."""

@@ -1,0 +1,37 @@
+"""Driving tokens from audio: an audio encoder (embedded by default) followed by the gated fusion.
+
+``DrivingEncoder(audio (S,) @ 16 kHz) -> D (T, d_model)`` at the video frame rate: features are
+resampled so that token ``t`` covers frame ``t``'s window ``[t/fps, (t+1)/fps)`` (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from avatar_jax.audio.embedded import EmbeddedAudioEncoder
+from avatar_jax.audio.encoder import encode_to_frames
+from avatar_jax.audio.features import num_video_frames
+from avatar_jax.model.fusion import GatedFusion
+
+
+class DrivingEncoder(nnx.Module):
+    """Audio encoder + :class:`GatedFusion`; text (when given) enters through the fusion's text branch."""
+
+    def __init__(self, audio_config, d_model: int, rngs: nnx.Rngs, *, encoder=None, d_text: int | None = None):
+        self.fps = float(audio_config.fps)
+        # The embedded encoder trains with the avatar; a pretrained one (wav2vec2/Whisper) is passed in.
+        self.encoder = encoder if encoder is not None else EmbeddedAudioEncoder(
+            dim=audio_config.get("embedded_dim", 128), width=audio_config.get("embedded_width", 96),
+            depth=audio_config.get("embedded_depth", 2), rngs=rngs)
+        self.fusion = GatedFusion(self.encoder.dim, d_model, d_z=d_text, rngs=rngs)
+
+    def num_frames(self, num_samples: int) -> int:
+        return num_video_frames(num_samples, self.fps, self.encoder.sample_rate)
+
+    def __call__(self, audio: jax.Array, num_frames: int | None = None, text: jax.Array | None = None,
+                 text_mask: jax.Array | None = None, frame_offset: int = 0) -> jax.Array:
+        """``audio (S,)`` float32 at 16 kHz -> ``D (T, d_model)``, ``T = num_frames`` (default: cover all audio)."""
+        feats = encode_to_frames(self.encoder, jnp.asarray(audio, jnp.float32), self.fps, num_frames)
+        return self.fusion(feats, text, text_mask, frame_offset=frame_offset)
