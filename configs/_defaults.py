@@ -84,6 +84,9 @@ def defaults() -> ml_collections.ConfigDict:
     c.data.synthetic.framing = "upper_body"  # upper_body | face
     c.data.synthetic.subjects = 1  # avatar identities (colour/shape variants of a synthetic avatar)
 
+    c.bench = ml_collections.ConfigDict()
+    c.bench.quick = False  # smallest sizes only (a smoke run, e.g. in tests); numbers are not comparable
+
     c.demo = ml_collections.ConfigDict()
     c.demo.frames = 25
     c.demo.views = 4

@@ -65,7 +65,7 @@ def test_demo_runs_end_to_end(tmp_path):
 
 
 def test_bench_se3_writes_json(tmp_path):
-    assert cli.main(["bench", "se3", "--out", str(tmp_path)]) == 0
+    assert cli.main(["bench", "se3", "--config.bench.quick=true", "--out", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "bench_se3.json").read_text())
     assert results["rows"] and all(r["scan_s"] > 0 for r in results["rows"])
     assert results["environment"]["jax"]

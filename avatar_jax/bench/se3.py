@@ -13,7 +13,8 @@ def run(config, out_dir) -> dict:
     del out_dir
     results = {"rows": []}
     print(f"{'frames':>7} {'particles':>10} {'scan ms':>9} {'loop ms':>9} {'Mtransforms/s':>14}")
-    for frames, particles in [(25, 64), (100, 256), (250, 1024)]:
+    sizes = [(10, 16)] if config.bench.quick else [(25, 64), (100, 256), (250, 1024)]
+    for frames, particles in sizes:
         twists = 0.05 * jax.random.normal(jax.random.key(config.seed), (frames, particles, 6))
         init = se3.identity((particles,))
         scan_fn = jax.jit(se3.integrate)
