@@ -35,6 +35,8 @@ def defaults() -> ml_collections.ConfigDict:
     c.model.window = 4  # causal window of driving tokens the Gaussian head attends over
     c.model.fourier_bands = 6
     c.model.max_twist = 0.5  # per-frame twist bound (rad, m)
+    c.model.twist_scale = 0.01  # output scale of MLP_xi (twists are integrated: keep early steps small)
+    c.model.residual_scale = 0.1  # output scale of the Gaussian head residuals
     c.model.max_offset = 0.05  # Gaussian head residual bounds
     c.model.max_log_scale = 0.5
     c.model.max_opacity_logit = 4.0
@@ -87,8 +89,27 @@ def defaults() -> ml_collections.ConfigDict:
     c.bench = ml_collections.ConfigDict()
     c.bench.quick = False  # smallest sizes only (a smoke run, e.g. in tests); numbers are not comparable
 
+    # `make demo`: teacher rig -> train the audio-driven avatar on CPU -> render held-out speech.
+    # Single-photo avatar (issue #4): sizes chosen so the default run fits in < 5 min on 2 CPU cores.
+    c.reconstruct = ml_collections.ConfigDict()
+    c.reconstruct.num_gaussians = 20000
+    c.reconstruct.sh_degree = 0
+    c.reconstruct.work_size = 256  # photometric fit resolution (long side, pixels)
+    c.reconstruct.fov_y_deg = 30.0  # assumed lens of the photo
+    c.reconstruct.body_steps = 300
+    c.reconstruct.photo_steps = 100
+    c.reconstruct.turntable_views = 6
+    c.reconstruct.turntable_size = 160
+    c.reconstruct.mediapipe_python = ""  # interpreter with mediapipe (default: .venv-mediapipe, see detect.py)
+
     c.demo = ml_collections.ConfigDict()
-    c.demo.frames = 25
-    c.demo.views = 4
+    c.demo.num_gaussians = 3000
+    c.demo.train_sentences = 6
+    c.demo.voices = ("en-us", "en+m3", "en-us+f3", "en-gb-scotland")  # last one is held out
+    c.demo.train_steps = 300
+    c.demo.window_frames = 25  # 1 s training windows
+    c.demo.learning_rate = 1e-3
+    c.demo.size = 128  # rendered frame side (pixels)
+    c.demo.framing = "face"  # face | upper_body
     c.demo.out = "out/demo"
     return c

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import imageio.v3 as iio
 import numpy as np
 import pytest
 
@@ -53,15 +54,22 @@ def test_unbuilt_commands_say_so_and_fail():
         assert "not built yet" in res.stderr
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path):
+    """The main job at a tiny size: speech -> teacher rig -> training -> held-out render -> mp4."""
     out = tmp_path / "demo"
-    assert cli.main(["demo", "--config", "tiny", "--config.demo.frames=10", "--out", str(out)]) == 0
-    data = np.load(out / "trajectory.npz")
-    assert data["transforms"].shape == (10, 64, 4, 4)
-    assert data["loudness"].shape == (10,) and data["loudness"].max() > 0
-    # The loud frames moved the particles: the trajectory is not the rest pose.
-    assert not np.allclose(data["transforms"][np.argmax(data["loudness"])], np.eye(4), atol=1e-4)
-    assert (out / "views.png").stat().st_size > 0
+    args = ["demo", "--config", "tiny", "--config.demo.train_steps=4", "--config.demo.train_sentences=1",
+            "--config.demo.window_frames=8", "--config.demo.num_gaussians=600", "--config.demo.size=32",
+            "--config.model.num_particles=16", "--config.model.d_model=32", "--out", str(out)]
+    assert cli.main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train_steps"] == 4 and metrics["frames"] > 10
+    for key in ("final_train_l1_m", "held_out_l1_model_m", "held_out_l1_standing_still_m"):
+        assert np.isfinite(metrics[key]) and metrics[key] >= 0
+    assert metrics["held_out_l1_standing_still_m"] > 1e-4  # the teacher really moves
+    video = np.stack(list(iio.imiter(out / "talking.mp4")))
+    assert video.shape == (metrics["frames"], 32, 64, 3)  # model | teacher side by side
+    assert (out / "frames.png").stat().st_size > 0
 
 
 def test_bench_se3_writes_json(tmp_path):

@@ -39,7 +39,7 @@ def test_unknown_key_is_rejected_with_a_suggestion():
         ("train.steps=abc", "expects int"),
         ("train.steps=1.5", "expects int"),
         ("train.learning_rate=fast", "expects float"),
-        ("demo.views=true", "expects int"),
+        ("demo.train_steps=true", "expects int"),
         ("render", "must look like key.sub=value"),
         ("render=3", "is a group"),
     ],

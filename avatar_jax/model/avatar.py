@@ -89,7 +89,8 @@ class AudioDrivenAvatar(nnx.Module):
                                     **kw)
         self.deformer = ParticleDeformer(
             c.d_model, c.num_heads, c.num_particles, rngs, num_bands=c.get("fourier_bands", 6),
-            max_twist=c.get("max_twist", 0.5), use_implicit_motion_tokens=s.implicit_motion_tokens, **kw,
+            max_twist=c.get("max_twist", 0.5), twist_scale=c.get("twist_scale", 0.01),
+            use_implicit_motion_tokens=s.implicit_motion_tokens, **kw,
         ) if s.particle_deformer else None
         self.weight_decoder = (skinning.WeightDecoder(c.d_model, c.get("bind_k", 4), rngs, **kw)
                                if s.particle_deformer and s.weight_decoder else None)
@@ -98,7 +99,8 @@ class AudioDrivenAvatar(nnx.Module):
         self.head = GaussianHead(
             c.d_model, c.num_heads, self.window, rngs, branches=branches,
             max_offset=c.get("max_offset", 0.05), max_log_scale=c.get("max_log_scale", 0.5),
-            max_opacity_logit=c.get("max_opacity_logit", 4.0), max_color=c.get("max_color", 0.5), **kw,
+            max_opacity_logit=c.get("max_opacity_logit", 4.0), max_color=c.get("max_color", 0.5),
+            residual_scale=c.get("residual_scale", 0.1), **kw,
         ) if s.gaussian_head and branches else None
 
     def init_carry(self, avatar: CanonicalAvatar) -> Carry:

@@ -24,11 +24,15 @@ NUM_PARTS = 3
 
 class ParticleDeformer(nnx.Module):
     def __init__(self, d: int, num_heads: int, num_particles: int, rngs: nnx.Rngs, *, num_bands: int = 6,
-                 max_twist: float = 0.5, use_implicit_motion_tokens: bool = True, dtype=jnp.float32,
+                 max_twist: float = 0.5, twist_scale: float = 0.01, use_implicit_motion_tokens: bool = True,
+                 dtype=jnp.float32,
                  param_dtype=jnp.float32):
         self.num_particles = num_particles
         self.num_bands = num_bands
         self.max_twist = max_twist
+        # Twists are integrated over frames, so a per-frame bias becomes a drift: the output scale keeps
+        # an optimiser's first steps (Adam moves every weight by ~lr) to millimetres, not radians.
+        self.twist_scale = twist_scale
         self.use_implicit_motion_tokens = use_implicit_motion_tokens
         if use_implicit_motion_tokens:
             # The implicit motion tokens: one learned embedding per particle.
@@ -65,7 +69,7 @@ class ParticleDeformer(nnx.Module):
         v = self.attn.split_heads(self.attn.v(tokens))
         q = self.attn.split_heads(self.attn.q(queries))
         hidden = queries + self.attn.attend(q, k[None], v[None])
-        raw = self.mlp_xi(self.norm(hidden)).astype(jnp.float32)
+        raw = self.twist_scale * self.mlp_xi(self.norm(hidden)).astype(jnp.float32)
         # Bounded per-frame twist: at most max_twist rad (and metres) per frame, smooth near 0.
         return self.max_twist * jnp.tanh(raw / self.max_twist)
 

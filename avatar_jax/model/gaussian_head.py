@@ -49,11 +49,12 @@ class OffsetBranch(nnx.Module):
 class GaussianHead(nnx.Module):
     def __init__(self, d: int, num_heads: int, window: int, rngs: nnx.Rngs, *, branches=("body", "face", "hands"),
                  max_offset: float = 0.05, max_log_scale: float = 0.5, max_opacity_logit: float = 4.0,
-                 max_color: float = 0.5, dtype=jnp.float32, param_dtype=jnp.float32):
+                 max_color: float = 0.5, residual_scale: float = 0.1, dtype=jnp.float32, param_dtype=jnp.float32):
         if window < 1:
             raise ValueError(f"head window must be >= 1 frame, got {window}")
         self.window = window
         self.bounds = (max_offset, max_log_scale, max_opacity_logit, max_color)
+        self.residual_scale = residual_scale  # keeps the first optimiser steps small against the bounds
         self.branch_names = tuple(branches)
         init = 0.02 * jax.random.normal(rngs.params(), (window, d), param_dtype)
         self.time_embed = nnx.Param(init, out_sharding=(None, "embed"))
@@ -107,5 +108,5 @@ class GaussianHead(nnx.Module):
                 for i, raw in enumerate(branch(hidden)):
                     mask = sel[None, :, None] if raw.ndim == 3 else sel[None, :]
                     outs[i] = jnp.where(mask, raw.astype(jnp.float32), outs[i])
-        bounded = [b * jnp.tanh(o / b) for o, b in zip(outs, self.bounds, strict=True)]
+        bounded = [b * jnp.tanh(self.residual_scale * o / b) for o, b in zip(outs, self.bounds, strict=True)]
         return Residuals(*bounded)
