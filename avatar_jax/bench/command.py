@@ -19,6 +19,11 @@ from avatar_jax.errors import InputError, NotBuiltError
 # name -> module path. A benchmark is listed only when its module exists.
 BENCHMARKS: dict[str, str] = {
     "se3": "avatar_jax.bench.se3",
+    "audio": "avatar_jax.bench.audio_encoders",
+    "render": "avatar_jax.bench.render",
+    "audio_io": "avatar_jax.bench.audio_io",
+    "model": "avatar_jax.bench.model",
+    "loader": "avatar_jax.bench.loader",
 }
 
 

@@ -1,0 +1,64 @@
+"""EWA projection of 3D Gaussians to screen space for one camera (DESIGN.md rasterisation rules).
+
+Per Gaussian: ``Sigma = R S S^T R^T`` (R from the (w,x,y,z) quaternion, normalised here), camera-space
+mean ``t = W mu + w``, Jacobian ``J`` of the pinhole map at ``t``, ``Sigma2D = J W Sigma W^T J^T + 0.3 I``,
+conic ``Sigma2D^-1`` and integer radius ``ceil(3 sqrt(lambda_max))``. Culled Gaussians (``z < 0.01``)
+get radius 0, which makes them touch no tile. Everything is plain jnp, so gradients reach the means,
+quaternions, scales and the camera's ``viewmat`` through ordinary autodiff.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from avatar_jax.geometry import quaternion
+
+EPS2D = 0.3
+NEAR = 0.01
+
+
+class Projected(NamedTuple):
+    means2d: jax.Array  # (N,2) pixel coordinates (u, v)
+    conics: jax.Array  # (N,3) upper triangle (a, b, c) of Sigma2D^-1
+    depths: jax.Array  # (N,) camera-space z
+    radii: jax.Array  # (N,) float holding an integer; 0 = culled
+
+
+def covariance3d(quats: jax.Array, scales: jax.Array) -> jax.Array:
+    """``quats (N,4)`` wxyz, ``scales (N,3)`` linear -> ``Sigma (N,3,3) = R S S^T R^T``."""
+    rs = quaternion.to_matrix(quats) * scales[:, None, :]
+    return rs @ jnp.swapaxes(rs, -1, -2)
+
+
+def project(means: jax.Array, quats: jax.Array, scales: jax.Array, viewmat: jax.Array, K: jax.Array) -> Projected:
+    """Project ``N`` Gaussians with one camera (``viewmat (4,4)``, ``K (3,3)``)."""
+    rot, trans = viewmat[:3, :3], viewmat[:3, 3]
+    t = means @ rot.T + trans
+    x, y, z = t[:, 0], t[:, 1], t[:, 2]
+    valid = z >= NEAR
+    zs = jnp.where(valid, z, 1.0)  # keeps culled rows finite so no NaN leaks into gradients
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    means2d = jnp.stack([fx * x / zs + cx, fy * y / zs + cy], axis=-1)
+    zero = jnp.zeros_like(zs)
+    jac = jnp.stack(
+        [jnp.stack([fx / zs, zero, -fx * x / (zs * zs)], -1), jnp.stack([zero, fy / zs, -fy * y / (zs * zs)], -1)],
+        axis=-2,
+    )  # (N,2,3)
+    jw = jac @ rot
+    cov2d = jw @ covariance3d(quats, scales) @ jnp.swapaxes(jw, -1, -2)
+    a = cov2d[:, 0, 0] + EPS2D
+    b = 0.5 * (cov2d[:, 0, 1] + cov2d[:, 1, 0])
+    c = cov2d[:, 1, 1] + EPS2D
+    det = a * c - b * b
+    valid = valid & (det > 0)
+    det = jnp.where(valid, det, 1.0)
+    conics = jnp.stack([c / det, -b / det, a / det], axis=-1)
+    mid = 0.5 * (a + c)
+    lam = mid + jnp.sqrt(jnp.maximum(mid * mid - det, 0.0))
+    radii = jnp.where(valid, jnp.ceil(3.0 * jnp.sqrt(jax.lax.stop_gradient(lam))), 0.0)
+    means2d = jnp.where(valid[:, None], means2d, 0.0)
+    conics = jnp.where(valid[:, None], conics, 0.0)
+    return Projected(means2d, conics, z, jax.lax.stop_gradient(radii))

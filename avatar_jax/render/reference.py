@@ -1,0 +1,88 @@
+"""Brute-force per-pixel reference renderer in float64 numpy: the rules of DESIGN.md, written plainly.
+
+No tiles lists, no sorting tricks, no kernels: every pixel walks every Gaussian front to back and
+applies the tile-overlap test, the alpha rule and early termination literally. It is slow
+(``O(N x H x W)`` Python-level work per camera, vectorised over pixels) and meant for tests on
+small scenes. The projection is re-derived here independently of :mod:`avatar_jax.render.projection`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from avatar_jax.geometry import Camera
+from avatar_jax.render import sh
+from avatar_jax.render.renderer import RenderOutput
+
+TILE = 16
+
+
+def _rotation(q: np.ndarray) -> np.ndarray:
+    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
+    w, x, y, z = q.T
+    return np.stack([
+        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
+        np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
+        np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
+    ], -2)
+
+
+def _one_camera(means, quats, scales, opacities, colors, viewmat, K, width, height, background):
+    rot, trans = viewmat[:3, :3], viewmat[:3, 3]
+    if colors.ndim == 3:
+        cam_pos = -rot.T @ trans
+        d = means - cam_pos
+        d = d / np.maximum(np.linalg.norm(d, axis=-1, keepdims=True), 1e-300)
+        y = np.asarray(sh.basis(d.astype(np.float32), sh.degree_of(colors.shape[1])), np.float64)
+        rgb = np.maximum(np.einsum("nk,nkc->nc", y, colors) + 0.5, 0.0)
+    else:
+        rgb = colors
+    r = _rotation(quats) * scales[:, None, :]
+    sigma = r @ np.swapaxes(r, 1, 2)
+    img = np.zeros((height, width, 3))
+    dep = np.zeros((height, width))
+    T = np.ones((height, width))
+    done = np.zeros((height, width), bool)
+    jj, ii = np.meshgrid(np.arange(width), np.arange(height))
+    u, v = jj + 0.5, ii + 0.5
+    tx, ty = jj // TILE, ii // TILE
+    cam = means @ rot.T + trans
+    for g in np.argsort(cam[:, 2], kind="stable"):
+        x, y, z = cam[g]
+        if z < 0.01:
+            continue
+        fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+        jac = np.array([[fx / z, 0, -fx * x / z**2], [0, fy / z, -fy * y / z**2]])
+        cov = jac @ rot @ sigma[g] @ rot.T @ jac.T + 0.3 * np.eye(2)
+        if np.linalg.det(cov) <= 0:
+            continue
+        radius = np.ceil(3.0 * np.sqrt(np.linalg.eigvalsh(cov)[-1]))
+        mx, my = fx * x / z + cx, fy * y / z + cy
+        touch = ((TILE * tx < mx + radius) & (mx - radius < TILE * (tx + 1))
+                 & (TILE * ty < my + radius) & (my - radius < TILE * (ty + 1)))
+        conic = np.linalg.inv(cov)
+        dx, dy = u - mx, v - my
+        power = -0.5 * (conic[0, 0] * dx * dx + conic[1, 1] * dy * dy) - conic[0, 1] * dx * dy
+        alpha = np.minimum(0.99, opacities[g] * np.exp(power))
+        use = touch & ~done & (alpha >= 1.0 / 255.0)
+        t_next = T * (1.0 - alpha)
+        stop = use & (t_next < 1e-4)
+        done |= stop
+        use &= ~stop
+        w = np.where(use, alpha * T, 0.0)
+        img += w[..., None] * rgb[g]
+        dep += w * z
+        T = np.where(use, t_next, T)
+    return img + T[..., None] * background, 1.0 - T, dep
+
+
+def render_reference(means, quats, scales, opacities, colors, camera: Camera, *,
+                     background=(0.0, 0.0, 0.0)) -> RenderOutput:
+    """Same signature and outputs as :func:`avatar_jax.render.render` (numpy float64 arrays)."""
+    args = [np.asarray(a, np.float64) for a in (means, quats, scales, opacities, colors)]
+    bg = np.broadcast_to(np.asarray(background, np.float64), (3,))
+    viewmat, K = np.asarray(camera.viewmat, np.float64), np.asarray(camera.K, np.float64)
+    if viewmat.ndim == 2:
+        return RenderOutput(*_one_camera(*args, viewmat, K, camera.width, camera.height, bg))
+    outs = [_one_camera(*args, viewmat[b], K[b], camera.width, camera.height, bg) for b in range(len(viewmat))]
+    return RenderOutput(*(np.stack(x) for x in zip(*outs, strict=True)))

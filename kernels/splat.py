@@ -1,0 +1,84 @@
+"""Tile compositing with ``jax.custom_vjp``: one entry point over the XLA path and the Pallas kernels.
+
+``rasterize`` takes the chunked, depth-sorted Gaussians of every tile and returns, per tile and
+pixel, the composited colour (without background), expected depth and final transmittance.
+Gradients flow back to the per-slot features (means2d, conics, opacities, colours, depths); the
+caller scatters them onto Gaussians (the gather in its forward does that under autodiff).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+from avatar_jax.kernels import splat_xla
+from avatar_jax.kernels.splat_common import tile_pixel_centres
+
+
+class TileSpec(NamedTuple):
+    """Static description of the tiling and how to run it."""
+
+    tiles_x: int
+    tiles_per_camera: int
+    num_tiles: int
+    backend: str  # "xla" | "pallas"
+    platform: str  # pallas flavour: "tpu" (Mosaic) | "gpu" (Triton)
+    interpret: bool  # run the Pallas kernels in interpret mode (CPU tests)
+    batch: int  # chunks per lax.map step on the XLA path
+
+
+def _centres(chunk_tile, spec):
+    return tile_pixel_centres(chunk_tile, spec.tiles_x, spec.tiles_per_camera)
+
+
+def _forward(spec, feats, chunk_tile, chunk_k, chunk_last, n_chunks):
+    if spec.backend == "xla":
+        u, v = _centres(chunk_tile, spec)
+        colour, depth, trans, t0, prefix = splat_xla.forward(
+            feats, chunk_tile, chunk_k <= 0, u, v, spec.num_tiles, spec.batch)
+        return (colour, depth, trans), (t0, prefix)
+    from avatar_jax.kernels import splat_forward
+
+    colour, depth, trans, last = splat_forward.forward(
+        feats, chunk_tile, chunk_k, n_chunks, tiles_x=spec.tiles_x, tiles_per_camera=spec.tiles_per_camera,
+        num_tiles=spec.num_tiles, platform=spec.platform, interpret=spec.interpret)
+    return (colour, depth, trans), (last,)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def rasterize(spec: TileSpec, feats, chunk_tile, chunk_k, chunk_last, n_chunks):
+    """``feats (Kc,C,10)`` -> ``colour (T,256,3)``, ``depth (T,256)``, ``trans (T,256)``.
+
+    ``chunk_tile``, ``chunk_k`` (-1 = unused), ``chunk_last`` ``(Kc,)`` and ``n_chunks ()`` come from
+    :func:`avatar_jax.render.binning.bin_and_sort`.
+    """
+    return _forward(spec, feats, chunk_tile, chunk_k, chunk_last, n_chunks)[0]
+
+
+def _fwd(spec, feats, chunk_tile, chunk_k, chunk_last, n_chunks):
+    out, res = _forward(spec, feats, chunk_tile, chunk_k, chunk_last, n_chunks)
+    return out, (feats, chunk_tile, chunk_k, chunk_last, n_chunks, out, res)
+
+
+def _bwd(spec, saved, cts):
+    feats, chunk_tile, chunk_k, chunk_last, n_chunks, out, res = saved
+    g_colour, g_depth, g_trans = cts
+    colour, depth, trans = out
+    if spec.backend == "xla":
+        u, v = _centres(chunk_tile, spec)
+        t0, prefix = res
+        d_feats = splat_xla.backward(feats, chunk_tile, u, v, t0, prefix, colour, depth, trans,
+                                     g_colour, g_depth, g_trans, spec.batch)
+    else:
+        from avatar_jax.kernels import splat_backward
+
+        (last,) = res
+        d_feats = splat_backward.backward(
+            feats, chunk_tile, chunk_k, chunk_last, n_chunks, trans, last, g_colour, g_depth, g_trans,
+            tiles_x=spec.tiles_x, tiles_per_camera=spec.tiles_per_camera, platform=spec.platform,
+            interpret=spec.interpret)
+    return d_feats.astype(feats.dtype), None, None, None, None
+
+
+rasterize.defvjp(_fwd, _bwd)

@@ -1,0 +1,49 @@
+"""Both Pallas kernels lower for TPU (Mosaic) and CUDA (Triton) with jax.export on this CPU-only machine."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+from avatar_jax.kernels import splat_backward, splat_forward
+from jax import export
+from jax.sharding import AbstractDevice, AbstractMesh
+
+KC, CHUNK, TILES = 12, 64, 4
+CALL_TARGET = {"tpu": "tpu_custom_call", "gpu": "__gpu$xla.gpu.triton"}
+
+
+def _forward(platform):
+    def f(fk, chunk_tile, chunk_k):
+        return splat_forward.forward_raw(fk, chunk_tile, chunk_k, tiles_x=2, tiles_per_camera=4, num_tiles=TILES,
+                                         platform=platform, interpret=False)
+
+    args = (jax.ShapeDtypeStruct((KC, 16, CHUNK), jnp.float32), jax.ShapeDtypeStruct((KC,), jnp.int32),
+            jax.ShapeDtypeStruct((KC,), jnp.int32))
+    return f, args
+
+
+def _backward(platform):
+    def f(fk, pix_in, chunk_tile, chunk_k, chunk_last, n_chunks):
+        return splat_backward.backward_raw(fk, pix_in, chunk_tile, chunk_k, chunk_last, n_chunks, tiles_x=2,
+                                           tiles_per_camera=4, platform=platform, interpret=False)
+
+    args = (jax.ShapeDtypeStruct((KC, 16, CHUNK), jnp.float32), jax.ShapeDtypeStruct((TILES, 8, 256), jnp.float32),
+            jax.ShapeDtypeStruct((KC,), jnp.int32), jax.ShapeDtypeStruct((KC,), jnp.int32),
+            jax.ShapeDtypeStruct((KC,), jnp.bool_), jax.ShapeDtypeStruct((), jnp.int32))
+    return f, args
+
+
+@pytest.mark.parametrize("make", [_forward, _backward], ids=["forward", "backward"])
+def test_lowers_for_tpu(make):
+    f, args = make("tpu")
+    exported = export.export(jax.jit(f), platforms=["tpu"])(*args)
+    assert CALL_TARGET["tpu"] in exported.mlir_module()
+
+
+@pytest.mark.parametrize("make", [_forward, _backward], ids=["forward", "backward"])
+def test_lowers_for_cuda(make):
+    f, args = make("gpu")
+    mesh = AbstractMesh((1,), ("x",), abstract_device=AbstractDevice("NVIDIA H100 80GB HBM3", None, "cuda"))
+    with jax.sharding.use_abstract_mesh(mesh):
+        exported = export.export(jax.jit(f), platforms=["cuda"],
+                                 disabled_checks=[export.DisabledSafetyCheck.custom_call(CALL_TARGET["gpu"])])(*args)
+    assert CALL_TARGET["gpu"] in exported.mlir_module()
