@@ -88,3 +88,11 @@ def test_bench_unknown_name():
 def test_subcommand_help(flag):
     res = run_cli("demo", flag)
     assert res.returncode == 0 and "--config" in res.stdout
+
+
+@pytest.mark.parametrize("name", ["render", "model", "audio_io", "loader"])
+def test_bench_commands_run_in_quick_mode(tmp_path, name):
+    """Every benchmark command runs end to end and writes its JSON (smallest sizes; numbers not compared)."""
+    assert cli.main(["bench", name, "--config.bench.quick=true", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / f"bench_{name}.json").read_text())
+    assert results["environment"]["backend"] == "cpu"

@@ -20,12 +20,13 @@ def run(config, out_dir) -> dict:
     keys = jax.random.split(jax.random.key(config.seed), len(leaves))
     state = jax.tree.unflatten(treedef, [x + 0.05 * jax.random.normal(k, x.shape, x.dtype)
                                          for x, k in zip(leaves, keys, strict=True)])
-    frames = config.train.seq_len
+    quick = bool(config.bench.quick)
+    frames = 4 if quick else config.train.seq_len
     step = jax.jit(lambda s, av, d: forward(graphdef, s, av, d)[0])
     rows = []
     print(f"model d={c.d_model} particles={c.num_particles} heads={c.num_heads} window={c.window} frames={frames}")
     print(f"{'gaussians':>10} {'ms/frame':>10} {'frames/s':>10}")
-    for n in (20_000, 100_000):
+    for n in (2_000,) if quick else (20_000, 100_000):
         avatar = synthetic_avatar(n, c.num_particles, k=c.bind_k, seed=config.seed)
         driving = jax.random.normal(jax.random.key(1), (frames, c.d_model))
         t = time_fn(step, state, avatar, driving, repeats=3)

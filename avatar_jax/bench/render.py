@@ -45,14 +45,17 @@ def _measure(fn, cam, scene, weights, repeats, **kwargs):
 def run(config, out_dir) -> dict:
     del out_dir
     seed = getattr(config, "seed", 0)
-    scene = person_scene(np.random.default_rng(seed), NUM_GAUSSIANS)
+    quick = bool(config.bench.quick) if "bench" in config else False
+    num_gaussians, sizes, cameras = (2_000, (64,), (1, 2)) if quick else (NUM_GAUSSIANS, SIZES, CAMERAS)
+    dense_cases = {(64, 1), (64, 2)} if quick else DENSE_CASES
+    scene = person_scene(np.random.default_rng(seed), num_gaussians)
     backends = ["xla"] + (["pallas"] if jax.default_backend() in ("gpu", "tpu") else [])
     rows = []
     header = f"{'size':>5} {'cams':>4} {'backend':>7} {'fwd ms':>10} {'fwd+bwd ms':>11} {'Mpairs/s fwd':>13} " \
              f"{'Mpairs/s f+b':>13} {'pairs':>12}"
     print(header)
-    for size in SIZES:
-        for cams in CAMERAS:
+    for size in sizes:
+        for cams in cameras:
             cam = orbit(cams, radius=3.0, width=size, height=size, fov_y_deg=40.0, elevation_deg=5.0)
             weights = jnp.asarray(np.random.default_rng(1).uniform(size=(cams, size, size, 3)).astype(np.float32))
             if cams == 1:
@@ -61,8 +64,8 @@ def run(config, out_dir) -> dict:
             hits = intersection_count(scene["means"], scene["quats"], scene["scales"], cam)
             capacity = 1 << (hits - 1).bit_length()
             cases = [(b, render, dict(backend=b, capacity=capacity), hits * 256, 5) for b in backends]
-            if (size, cams) in DENSE_CASES:
-                cases.append(("dense", render_dense, {}, NUM_GAUSSIANS * size * size * cams, 1))
+            if (size, cams) in dense_cases:
+                cases.append(("dense", render_dense, {}, num_gaussians * size * size * cams, 1))
             for name, fn, kwargs, pairs, repeats in cases:
                 fwd, both = _measure(fn, cam, scene, weights, repeats, **kwargs)
                 row = dict(size=size, cameras=cams, backend=name, forward_s=fwd, forward_backward_s=both,
@@ -76,5 +79,5 @@ def run(config, out_dir) -> dict:
                 speed = by["dense"]["forward_backward_s"] / by["xla"]["forward_backward_s"]
                 by["xla"]["speedup_vs_dense_forward_backward"] = speed
                 print(f"{'':>5} {'':>4} xla vs dense, forward+backward: {speed:.1f}x faster")
-    return {"num_gaussians": NUM_GAUSSIANS, "rows": rows,
+    return {"num_gaussians": num_gaussians, "quick": quick, "rows": rows,
             "note": "pallas is timed only on GPU/TPU; dense skipped at 512x512 x 8 cameras (minutes on CPU)"}
