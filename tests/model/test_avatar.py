@@ -228,3 +228,14 @@ def test_fresh_model_renders_identical_to_the_canonical_avatar(avatar):
         posed = render(**out.frame(t), camera=cam, background=(1.0, 1.0, 1.0), backend="xla")
         np.testing.assert_allclose(posed.rgb, rest.rgb, atol=1e-5)
         np.testing.assert_allclose(posed.alpha, rest.alpha, atol=1e-5)
+
+
+def test_every_parameter_has_logical_sharding_axes():
+    _, model = build()
+    flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
+    assert len(flat) > 20
+    for path, var in flat:
+        names = var.get_metadata().get("out_sharding")
+        assert names is not None, f"{'/'.join(map(str, path))} has no logical axes"
+        assert len(names) == var[...].ndim, f"{path}: axes {names} vs shape {var[...].shape}"
+        sharding.logical_to_mesh_spec(tuple(names))  # every name has a rule
