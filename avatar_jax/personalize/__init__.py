@@ -1,0 +1,1 @@
+"""Single-image personalization: keypoints -> body fit -> photometric Gaussian fit -> canonical avatar."""
