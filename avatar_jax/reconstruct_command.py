@@ -121,7 +121,8 @@ def reconstruct(image: np.ndarray, config, console: Console | None = None) -> tu
         if i % 20 == 0 or i == c.photo_steps - 1:
             say(f"      photometric step {i + 1}/{c.photo_steps}: loss {loss:.4f}")
 
-    pf = photometric.fit_photo(cloud, skinning, cam, np.clip(photo, 0, 1), mask, steps=c.photo_steps, progress=tick)
+    pf = photometric.fit_photo(cloud, skinning, cam, np.clip(photo, 0, 1), mask, steps=c.photo_steps, lr=c.photo_lr,
+                               progress=tick)
     times["photometric_s"] = time.perf_counter() - t
     say(f"[3/4] photometric fit: PSNR {pf.psnr_in_mask:.2f} dB inside the person mask at {ww}x{wh} "
         f"({times['photometric_s']:.1f}s)")

@@ -98,6 +98,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.reconstruct.fov_y_deg = 30.0  # assumed lens of the photo
     c.reconstruct.body_steps = 300
     c.reconstruct.photo_steps = 100
+    c.reconstruct.photo_lr = 0.025  # base learning rate of the photometric fit (per-group multiples)
     c.reconstruct.turntable_views = 6
     c.reconstruct.turntable_size = 160
     c.reconstruct.mediapipe_python = ""  # interpreter with mediapipe (default: .venv-mediapipe, see detect.py)

@@ -61,10 +61,10 @@ def test_astronaut_end_to_end(tmp_path, astronaut):
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     print(report)
-    # Acceptance: keypoint reprojection < 3% of the image height. PSNR: the bar is 25 dB; the
-    # default 100-step fit reaches ~22.9 dB at 256x256 (see the report), which this guards.
+    # Acceptance: keypoint reprojection < 3% of the image height; PSNR >= 25 dB inside the person mask
+    # (the default fit reaches ~29.2 dB at 256x256).
     assert report["keypoint_error_fraction_of_height"] < 0.03
-    assert report["psnr_in_mask_db"] > 22.5
+    assert report["psnr_in_mask_db"] >= 25.0
     # Run time is reported (report["total_s"]), never asserted: timings on shared machines are noise.
     assert report["total_s"] > 0
     cloud, extras = avatar_file.load_avatar(str(out / "avatar.npz"))
