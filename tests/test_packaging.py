@@ -27,3 +27,18 @@ def test_kernels_install_as_avatar_jax_kernels():
     import avatar_jax.kernels
 
     assert os.path.samefile(os.path.dirname(avatar_jax.kernels.__file__), os.path.join(ROOT, "kernels"))
+
+
+def test_python_finder_returns_a_working_interpreter_or_a_clear_error():
+    import subprocess
+    import sys
+
+    script = os.path.join(ROOT, "scripts", "find_python.sh")
+    want = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    res = subprocess.run(["bash", script, want], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    version = subprocess.run([res.stdout.strip(), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                             capture_output=True, text=True).stdout.strip()
+    assert version == want
+    bad = subprocess.run(["bash", script, "3.99"], capture_output=True, text=True)
+    assert bad.returncode == 1 and "no working Python 3.99 found" in bad.stderr
