@@ -67,3 +67,14 @@ def person_scene(rng: np.random.Generator, n: int) -> dict:
 def front_camera(width: int, height: int, distance: float = 4.0, fov_y_deg: float = 40.0) -> Camera:
     """A camera on the -z axis looking at the origin."""
     return look_at((0.0, 0.0, -distance), width=width, height=height, fov_y_deg=fov_y_deg)
+
+
+def crowded_tile_scene(rng: np.random.Generator, n: int, camera: Camera, *, scale: float, opacity: float) -> dict:
+    """``n`` small isotropic Gaussians spread over the image of a 16x16 ``camera`` (one tile), depth 3.5-4.5."""
+    f = float(camera.K[0, 0])
+    xy = rng.uniform(0.0, 16.0, size=(n, 2))
+    z = rng.uniform(3.5, 4.5, size=n)
+    means = np.stack([(xy[:, 0] - 8.0) * z / f, (xy[:, 1] - 8.0) * z / f, z - 4.0], -1).astype(np.float32)
+    return dict(means=means, quats=np.tile([1.0, 0, 0, 0], (n, 1)).astype(np.float32),
+                scales=np.full((n, 3), scale, np.float32), opacities=np.full(n, opacity, np.float32),
+                colors=rng.uniform(size=(n, 3)).astype(np.float32))

@@ -8,7 +8,7 @@ import pytest
 from avatar_jax.geometry import Camera
 from avatar_jax.render import render
 from avatar_jax.render.reference import render_reference
-from avatar_jax.render.scenes import front_camera, random_scene
+from avatar_jax.render.scenes import crowded_tile_scene, front_camera, random_scene
 
 BG = (0.2, 0.1, 0.3)
 FLAVOURS = ["tpu", "gpu"]
@@ -56,13 +56,7 @@ def test_crowded_tile_runs_in_many_blocks(rng, flavour):
     """1,500 Gaussians in one tile with 8-Gaussian blocks: ~190 blocks per tile, forward and backward."""
     n = 1500
     cam = front_camera(16, 16)
-    f = float(cam.K[0, 0])
-    xy = rng.uniform(0.0, 16.0, size=(n, 2))
-    z = rng.uniform(3.5, 4.5, size=n)
-    means = np.stack([(xy[:, 0] - 8.0) * z / f, (xy[:, 1] - 8.0) * z / f, z - 4.0], -1).astype(np.float32)
-    scene = dict(means=means, quats=np.tile([1.0, 0, 0, 0], (n, 1)).astype(np.float32),
-                 scales=np.full((n, 3), 0.01, np.float32), opacities=np.full(n, 0.03, np.float32),
-                 colors=rng.uniform(size=(n, 3)).astype(np.float32))
+    scene = crowded_tile_scene(rng, n, cam, scale=0.01, opacity=0.03)
     ref = render_reference(**scene, camera=cam)
     pallas = lambda c: render(**dict(scene, colors=c), camera=cam, backend="pallas", pallas_platform=flavour,
                               chunk=8, capacity=2048)
@@ -70,5 +64,5 @@ def test_crowded_tile_runs_in_many_blocks(rng, flavour):
     g_pallas = jax.grad(lambda c: jnp.sum(pallas(c).rgb))(scene["colors"])
     g_xla = jax.grad(lambda c: jnp.sum(render(**dict(scene, colors=c), camera=cam, backend="xla",
                                               capacity=2048).rgb))(scene["colors"])
-    assert np.abs(np.asarray(g_xla)[np.argsort(means[:, 2])[-100:]]).max() > 0  # the farthest still count
+    assert np.abs(np.asarray(g_xla)[np.argsort(scene["means"][:, 2])[-100:]]).max() > 0  # the farthest still count
     np.testing.assert_allclose(g_pallas, g_xla, rtol=1e-4, atol=1e-6)

@@ -10,7 +10,7 @@ from avatar_jax.geometry import Camera, orbit
 from avatar_jax.render import intersection_count, render
 from avatar_jax.render.dense import render_dense
 from avatar_jax.render.reference import render_reference
-from avatar_jax.render.scenes import front_camera, random_scene
+from avatar_jax.render.scenes import crowded_tile_scene, front_camera, random_scene
 
 BG = (0.2, 0.1, 0.3)
 
@@ -70,19 +70,13 @@ def test_ten_thousand_gaussians_in_one_tile(rng):
     """10,000 Gaussians in a single 16x16 tile: every one is composited, none is dropped."""
     n = 10_000
     cam = front_camera(16, 16)
-    f = float(cam.K[0, 0])
-    xy = rng.uniform(0.0, 16.0, size=(n, 2))
-    z = rng.uniform(3.5, 4.5, size=n)
-    means = np.stack([(xy[:, 0] - 8.0) * z / f, (xy[:, 1] - 8.0) * z / f, z - 4.0], -1).astype(np.float32)
-    scene = dict(means=means, quats=np.tile([1.0, 0, 0, 0], (n, 1)).astype(np.float32),
-                 scales=np.full((n, 3), 0.004, np.float32), opacities=np.full(n, 0.02, np.float32),
-                 colors=rng.uniform(size=(n, 3)).astype(np.float32))
+    scene = crowded_tile_scene(rng, n, cam, scale=0.004, opacity=0.02)
     assert intersection_count(scene["means"], scene["quats"], scene["scales"], cam) >= n
     ref = render_reference(**scene, camera=cam)
     out = render(**scene, camera=cam, backend="xla")
     assert_close(out, ref)
     # The farthest 1,000 Gaussians visibly matter: dropping them (a truncating renderer) changes the image.
-    near = np.argsort(means[:, 2])[: n - 1000]
+    near = np.argsort(scene["means"][:, 2])[: n - 1000]
     cut = render(**{k: v[near] for k, v in scene.items()}, camera=cam, backend="xla")
     assert np.abs(np.asarray(cut.alpha) - ref.alpha).max() > 1e-2
 
