@@ -61,6 +61,25 @@ def defaults() -> ml_collections.ConfigDict:
     c.train.checkpoint_every = 50
     c.train.log_every = 10
 
+    # Training losses (paper 3.3, avatar_jax/train/losses.py): term weights, then each term's settings.
+    c.loss = ml_collections.ConfigDict()
+    c.loss.image = 1.0  # L1 + D-SSIM inside the person mask (+ background term)
+    c.loss.perceptual = 0.0  # needs a fixed encoder loaded from local weights (none shipped: D-SSIM only)
+    c.loss.keypoints = 0.1  # Eq. 10 dense keypoint alignment
+    c.loss.arap = 1.0  # particle ARAP (strain, scale-free)
+    c.loss.temporal = 1.0  # acceleration of particle twists and Gaussian means
+    c.loss.vsd = 0.0  # video score distillation: 0 until the teacher issue plugs its gradient hook in
+    c.loss.dssim_weight = 0.2  # 3DGS mix (1 - l) L1 + l (1 - SSIM)
+    c.loss.background_weight = 0.1  # weight of the photometric term outside the person mask
+    c.loss.kpt_rho = "geman_mcclure"  # geman_mcclure | charbonnier
+    c.loss.kpt_scale = 0.02  # robust scale, fraction of the image height
+    c.loss.kpt_face = 1.0
+    c.loss.kpt_hand = 1.0  # lambda_hand of Eq. 10
+    c.loss.kpt_body = 1.0
+    c.loss.landmark_k = 4  # Gaussians each landmark is bound to (avatar_jax/model/landmarks.py)
+    c.loss.arap_k = 6  # rest-pose neighbours per particle
+    c.loss.temporal_means = 100.0  # weight of the Gaussian-means acceleration (m/frame^2) vs twists
+
     # Data: record preparation (videos and synthetic clips) and the grain loader (issue #7).
     c.data = ml_collections.ConfigDict()
     c.data.root = "data/prepared"  # dataset folder the loader reads

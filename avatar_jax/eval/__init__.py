@@ -1,0 +1,1 @@
+"""Evaluation metrics on frame arrays (PSNR, SSIM, identity, hand keypoints, offline lip sync)."""
