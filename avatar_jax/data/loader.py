@@ -4,8 +4,8 @@ A *sequence* is ``seq_len`` consecutive frames of one clip starting at a multipl
 the clip's 16 kHz audio over exactly the same time, ``[t0/fps, (t0+seq_len)/fps)``. Pipeline:
 
     WindowSource (random access over every window of a split, reading ArrayRecord files)
-      -> per-host shard (``[shard_index::shard_count]`` after an equal-length trim)
       -> global shuffle with ``seed`` (reshuffled every epoch) -> repeat -> batch (drop remainder)
+      -> per-host shard (this host's rows of every global batch, see make_dataset)
       -> to_iter_dataset with thread prefetch.
 
 Every stage is index-based, so the iterator's ``get_state()`` is a few integers and ``set_state`` puts
@@ -93,8 +93,12 @@ def make_dataset(source: WindowSource, *, batch_size: int, seed: int = 0, shuffl
                  num_threads: int = 2, prefetch: int = 4) -> grain.IterDataset:
     """The batched pipeline over ``source`` (see module doc). Batches are dicts of ``(B, ...)`` arrays.
 
-    ``shard_index/shard_count`` default to this JAX process and the process count, so every host
-    reads a disjoint, equally long share of the windows. ``num_epochs=None`` repeats forever.
+    ``batch_size`` is this host's share of the global batch ``batch_size * shard_count``.
+    ``shard_index/shard_count`` default to this JAX process and the process count. All hosts walk one
+    shuffled stream of windows; global batch ``k`` is stream items ``[kG, (k+1)G)`` and host ``p``
+    takes (and reads from disk) only its rows ``[kG + p·batch_size, kG + (p+1)·batch_size)``. So the
+    global batches do not depend on the host count: N hosts train on exactly what one host would.
+    ``num_epochs=None`` repeats forever.
     """
     if shard_index is None or shard_count is None:
         import jax
@@ -102,14 +106,16 @@ def make_dataset(source: WindowSource, *, batch_size: int, seed: int = 0, shuffl
         shard_index, shard_count = jax.process_index(), jax.process_count()
     if not 0 <= shard_index < shard_count:
         raise InputError(f"shard_index {shard_index} out of range for {shard_count} shards")
-    per_host = len(source) // shard_count
-    if per_host < batch_size:
-        raise InputError(f"{len(source)} windows over {shard_count} host(s) cannot fill a batch of {batch_size}")
+    if len(source) < batch_size * shard_count:
+        raise InputError(f"{len(source)} windows cannot fill a batch of {batch_size} on each of {shard_count} host(s)")
     ds = grain.MapDataset.source(source)
-    ds = ds[: per_host * shard_count][shard_index::shard_count]
     if shuffle:
         ds = ds.shuffle(seed=seed)
+    # MapDatasets are lazy: slicing the batched stream means a host only ever reads its own rows.
     ds = ds.repeat(num_epochs).batch(batch_size, drop_remainder=True)
+    if num_epochs is not None:
+        ds = ds[: len(ds) // shard_count * shard_count]  # every host gets as many batches
+    ds = ds[shard_index::shard_count]
     return ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch))
 
 
