@@ -27,7 +27,7 @@ from flax import nnx
 from avatar_jax.audio.torch_pickle import load_torch_state_dict
 from avatar_jax.audio.wav2vec2 import Wav2Vec2Model, Wav2Vec2Spec
 from avatar_jax.audio.whisper import GenerationSettings, WhisperModel, WhisperSpec
-from avatar_jax.errors import InputError
+from avatar_jax.errors import ConfigError, InputError
 
 # model_type -> a public checkpoint to fetch when a directory is missing
 FETCH_HINTS = {
@@ -81,10 +81,25 @@ def read_config(path: str, kind: str = "wav2vec2"):
     return classes[model_type].from_pretrained(path)
 
 
+def _spec(cls, **fields):
+    """``cls(**fields)``, an unsupported setting (activation, layout) reported as a :class:`CheckpointError`."""
+    try:
+        return cls(**fields)
+    except ConfigError as e:
+        raise CheckpointError(f"unsupported {cls.__name__.removesuffix('Spec')} checkpoint: {e}") from e
+
+
 def wav2vec2_spec(config) -> Wav2Vec2Spec:
     """Our :class:`Wav2Vec2Spec` from a ``Wav2Vec2Config`` / ``HubertConfig``."""
-    if getattr(config, "add_adapter", False):
+    # only Wav2Vec2Model runs an adapter after the encoder; HubertModel ignores add_adapter
+    if config.model_type == "wav2vec2" and getattr(config, "add_adapter", False):
         raise CheckpointError("wav2vec2 checkpoints with add_adapter=True (adapter layers) are not supported")
+    # per-layer attention adapters (MMS): upstream adds them to the stable-layer-norm layers only
+    if getattr(config, "adapter_attn_dim", None) is not None and config.do_stable_layer_norm:
+        raise CheckpointError(
+            f"{config.model_type} checkpoints with adapter_attn_dim={config.adapter_attn_dim} (per-layer attention "
+            f"adapters, e.g. MMS) are not supported"
+        )
     if getattr(config, "conv_pos_batch_norm", False):
         raise CheckpointError("HuBERT checkpoints with conv_pos_batch_norm=True are not supported")
     if config.model_type == "hubert":
@@ -92,7 +107,7 @@ def wav2vec2_spec(config) -> Wav2Vec2Spec:
         proj_ln = bool(getattr(config, "feat_proj_layer_norm", True))
     else:
         proj_ln = True
-    return Wav2Vec2Spec(
+    return _spec(Wav2Vec2Spec,
         hidden_size=config.hidden_size,
         num_layers=config.num_hidden_layers,
         num_heads=config.num_attention_heads,
@@ -117,7 +132,9 @@ def whisper_spec(config) -> WhisperSpec:
     """Our :class:`WhisperSpec` from a ``WhisperConfig``."""
     if not getattr(config, "tie_word_embeddings", True):
         raise CheckpointError("Whisper checkpoints with an untied output projection are not supported")
-    return WhisperSpec(
+    # Not read on purpose: scale_embedding (upstream computes the scale and never applies it) and the
+    # training-only fields (dropouts, layerdrop, apply_spec_augment / mask_*: no effect in eval mode).
+    return _spec(WhisperSpec,
         vocab_size=config.vocab_size,
         num_mel_bins=config.num_mel_bins,
         d_model=config.d_model,
@@ -130,7 +147,6 @@ def whisper_spec(config) -> WhisperSpec:
         max_source_positions=config.max_source_positions,
         max_target_positions=config.max_target_positions,
         activation_function=config.activation_function,
-        scale_embedding=bool(config.scale_embedding),
     )
 
 
@@ -158,9 +174,10 @@ def generation_settings(path: str, config) -> GenerationSettings:
         suppress_tokens=tuple(int(t) for t in (pick("suppress_tokens") or ())),
         begin_suppress_tokens=tuple(int(t) for t in (pick("begin_suppress_tokens") or ())),
         no_timestamps_token_id=gen.get("no_timestamps_token_id"),
-        is_multilingual=bool(gen.get("is_multilingual", False)),
+        is_multilingual=None if gen.get("is_multilingual") is None else bool(gen["is_multilingual"]),
         lang_to_id=tuple(sorted((k, int(v)) for k, v in (gen.get("lang_to_id") or {}).items())),
         task_to_id=tuple(sorted((k, int(v)) for k, v in (gen.get("task_to_id") or {}).items())),
+        forced_decoder_ids=tuple((int(i), None if t is None else int(t)) for i, t in pick("forced_decoder_ids") or ()),
     )
 
 

@@ -11,6 +11,11 @@ insists on exactly 3000 frames = 30 s; pad with the log-mel of silence to reprod
 ``hidden_states`` follow the upstream convention (input of the first layer, each layer's output, the
 last entry replaced by the output after the final LayerNorm).
 
+Upstream conventions that the config does not show (transformers 4.26 to 5.23 alike):
+``activation_function`` selects only the feed-forward activation, the two input convolutions always
+use exact GELU; ``scale_embedding`` is computed upstream but never applied (neither to the decoder's
+token embeddings nor on the encoder side), so it has no effect here either.
+
 Decoding: :func:`greedy_decode` runs a ``lax.while_loop`` over positions (until every row is done)
 with a per-layer key/value cache (cross-attention keys and values computed once from the encoder
 output), under one ``jax.jit``. Prompt tokens are fed through the same step and forced; suppression
@@ -50,8 +55,7 @@ class WhisperSpec:
     decoder_ffn_dim: int = 1536
     max_source_positions: int = 1500
     max_target_positions: int = 448
-    activation_function: str = "gelu"
-    scale_embedding: bool = False
+    activation_function: str = "gelu"  # feed-forward only (encoder and decoder); input convs are always GELU
 
     def __post_init__(self):
         layers.activation(self.activation_function)
@@ -71,9 +75,11 @@ class GenerationSettings:
     suppress_tokens: tuple[int, ...] = ()
     begin_suppress_tokens: tuple[int, ...] = ()
     no_timestamps_token_id: int | None = None
-    is_multilingual: bool = False
+    is_multilingual: bool | None = False  # None: generation_config does not say (no English-only check)
     lang_to_id: tuple[tuple[str, int], ...] = ()
     task_to_id: tuple[tuple[str, int], ...] = ()
+    # (position, token) pairs of the deprecated upstream flag, e.g. ((1, None), (2, 50359)); None = detect
+    forced_decoder_ids: tuple[tuple[int, int | None], ...] = ()
 
 
 class EncoderOutput(NamedTuple):
@@ -114,7 +120,7 @@ class WhisperEncoder(nnx.Module):
     def __init__(self, spec: WhisperSpec, *, rngs: nnx.Rngs):
         self.spec = spec
         d = spec.d_model
-        self.act = layers.activation(spec.activation_function)
+        self.act = layers.activation("gelu")  # whatever activation_function says, like upstream
         self.conv1 = layers.conv1d(spec.num_mel_bins, d, 3, padding=1, in_axis=None, out_axis="embed", rngs=rngs)
         self.conv2 = layers.conv1d(d, d, 3, stride=2, padding=1, in_axis=None, out_axis="embed", rngs=rngs)
         # fixed upstream, but stored in checkpoints: we load it like any other weight
@@ -180,11 +186,10 @@ class WhisperDecoder(nnx.Module):
         )
         self.layers = nnx.List([DecoderLayer(spec, rngs=rngs) for _ in range(spec.decoder_layers)])
         self.layer_norm = layers.layer_norm(d, 1e-5, rngs=rngs)
-        self.embed_scale = float(np.sqrt(d)) if spec.scale_embedding else 1.0
 
     def _embed(self, tokens: jax.Array, offset) -> jax.Array:
         pos = jax.lax.dynamic_slice_in_dim(self.embed_positions[...], offset, tokens.shape[1], axis=0)
-        return self.embed_tokens(tokens) * self.embed_scale + pos
+        return self.embed_tokens(tokens) + pos  # no sqrt(d_model) scale, even with scale_embedding (upstream)
 
     def cross_keys_values(self, enc: jax.Array) -> tuple[tuple[jax.Array, jax.Array], ...]:
         """Per layer, keys and values ``(B, S, H, Dh)`` of the encoder output (computed once per utterance)."""
@@ -312,26 +317,58 @@ def detect_language(model: WhisperModel, mel: jax.Array, settings: GenerationSet
     return jnp.asarray(ids)[jnp.argmax(dec.logits[:, -1, ids], axis=-1)]
 
 
-def default_prompt(settings: GenerationSettings, language: str | None = None, task: str = "transcribe"):
-    """Upstream's short-form prompt: start, [language, task] when multilingual, then no-timestamps.
+def _init_tokens(settings: GenerationSettings, language: str | None, task: str | None) -> list[int | None]:
+    """Upstream's short-form start tokens (``generate`` without timestamps), with ``None`` in the
+    language slot when the language is to be detected.
 
-    ``language`` is a token like ``"<|en|>"`` or a code ``"en"``; None on a multilingual model means
-    "detect" (pass the result of :func:`detect_language` per row yourself).
+    Order as upstream: start; then ``forced_decoder_ids`` (positions 1, 2... consecutively) when
+    neither ``language`` nor ``task`` is given; the language (given, or a detection slot when the
+    checkpoint has ``lang_to_id`` and no language token yet); the task (given, or ``transcribe`` when
+    only the language is given); ``no_timestamps`` last.
     """
-    prompt = [settings.decoder_start_token_id]
-    if settings.is_multilingual:
-        langs, tasks = dict(settings.lang_to_id), dict(settings.task_to_id)
-        if language is not None:
-            token = language if language.startswith("<|") else f"<|{language}|>"
-            if token not in langs:
-                raise ConfigError(f"unknown language {language!r}; known: {', '.join(sorted(langs))[:200]}")
-            prompt.append(langs[token])
+    if settings.is_multilingual is False and (language is not None or task is not None):
+        raise ConfigError("this Whisper checkpoint is English-only (is_multilingual false): no language or task")
+    tokens: list[int | None] = [settings.decoder_start_token_id]
+    if language is None and task is None and settings.forced_decoder_ids:
+        forced = list(settings.forced_decoder_ids)
+        if forced[0][0] == 1:
+            while forced and forced[0][0] == len(tokens):
+                tokens.append(forced.pop(0)[1])
+        if forced:
+            raise ConfigError(f"forced_decoder_ids {list(settings.forced_decoder_ids)} do not follow Whisper's prompt "
+                              f"pattern (one entry for each position 1, 2, ...)")
+    langs, tasks = dict(settings.lang_to_id), dict(settings.task_to_id)
+    lang_id = None
+    if language is not None:
+        token = language if language.startswith("<|") else f"<|{language}|>"
+        if token not in langs:
+            raise ConfigError(f"unknown language {language!r}; known: {', '.join(sorted(langs))[:200]}")
+        lang_id = langs[token]
+    if lang_id is not None or (langs and (len(tokens) == 1 or tokens[1] is None)):
+        if len(tokens) > 1:
+            tokens[1] = lang_id
+        else:
+            tokens.append(lang_id)
+    if task is not None:
         if task not in tasks:
             raise ConfigError(f"unknown task {task!r}; known: {sorted(tasks)}")
-        prompt.append(tasks[task])
-    if settings.no_timestamps_token_id is not None:
-        prompt.append(settings.no_timestamps_token_id)
-    return prompt
+        tokens.append(tasks[task])
+    elif language is not None and tasks and not any(t in tokens for t in tasks.values()):
+        tokens.append(tasks["transcribe"])
+    if settings.no_timestamps_token_id is not None and tokens[-1] != settings.no_timestamps_token_id:
+        tokens.append(settings.no_timestamps_token_id)
+    return tokens
+
+
+def default_prompt(settings: GenerationSettings, language: str | None = None, task: str | None = None):
+    """Upstream's short-form prompt: start, [language], [task], then no-timestamps (see :func:`_init_tokens`).
+
+    ``language`` is a token like ``"<|en|>"`` or a code ``"en"``; ``task`` ``"transcribe"`` or
+    ``"translate"``. With neither, the checkpoint's ``forced_decoder_ids`` apply, like upstream. When
+    the language is to be detected (multilingual checkpoint, none given) the language token is left
+    out: insert the result of :func:`detect_language` at index 1 per row yourself (:func:`transcribe` does).
+    """
+    return [t for t in _init_tokens(settings, language, task) if t is not None]
 
 
 def strip_generated(tokens, prompt_len: int, settings: GenerationSettings) -> list[list[int]]:
@@ -346,19 +383,21 @@ def strip_generated(tokens, prompt_len: int, settings: GenerationSettings) -> li
 
 
 def transcribe(model: WhisperModel, mel: jax.Array, tokenizer_dir: str, *, language: str | None = None,
-               task: str = "transcribe", max_new_tokens: int = 96) -> list[str]:
-    """Text per row: greedy decoding (language detected when not given) + the upstream tokenizer files.
+               task: str | None = None, max_new_tokens: int = 96) -> list[str]:
+    """Text per row: greedy decoding from upstream's prompt (:func:`default_prompt`; the language detected
+    per row when it is not given on a multilingual checkpoint) + the upstream tokenizer files.
 
     ``tokenizer_dir`` is the checkpoint directory (``vocab.json``, ``merges.txt``...), read through
     ``transformers.WhisperTokenizer`` (no torch).
     """
     settings = model.generation
-    if settings.is_multilingual and language is None:
+    base = _init_tokens(settings, language, task)
+    rest = [t for t in base[2:] if t is not None]
+    if settings.lang_to_id and len(base) > 1 and base[1] is None:  # language slot: detect per row
         lang = np.asarray(detect_language(model, mel, settings))
-        base = default_prompt(settings, None, task)
-        prompt = np.asarray([[base[0], int(t), *base[1:]] for t in lang], np.int32)
+        prompt = np.asarray([[base[0], int(t), *rest] for t in lang], np.int32)
     else:
-        prompt = np.asarray(default_prompt(settings, language, task), np.int32)
+        prompt = np.asarray([t for t in base if t is not None], np.int32)
     tokens = greedy_decode(model, mel, prompt, max_new_tokens, settings)
     rows = strip_generated(tokens, prompt.shape[-1], settings)
     has_files = os.path.isfile(os.path.join(tokenizer_dir, "tokenizer.json")) or all(

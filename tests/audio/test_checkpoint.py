@@ -147,3 +147,55 @@ def test_torch_pickle_refuses_arbitrary_globals_and_legacy_files(tmp_path):
     _fake_torch_zip(tmp_path / "list.bin", buf.getvalue())
     with pytest.raises(InputError, match="expected a state dict"):
         load_torch_state_dict(tmp_path / "list.bin")
+
+
+def edit_config(folder, **changes):
+    config = json.loads((folder / "config.json").read_text())
+    config.update(changes)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def test_attention_adapters_are_refused_where_upstream_runs_them(tmp_path):
+    """adapter_attn_dim adds an adapter to every pre-LN (stable) layer upstream; the post-LN layers ignore it."""
+    stable = copy_golden(tmp_path, "wav2vec2_stable")
+    edit_config(stable, adapter_attn_dim=8)
+    with pytest.raises(CheckpointError, match="adapter_attn_dim=8"):
+        checkpoint.load_wav2vec2(str(stable))
+    post_ln = copy_golden(tmp_path, "wav2vec2_group")
+    edit_config(post_ln, adapter_attn_dim=8)
+    assert checkpoint.load_wav2vec2(str(post_ln)).spec.num_layers == 2
+
+
+def test_add_adapter_refused_for_wav2vec2_only(tmp_path):
+    """Wav2Vec2Model runs its adapter after the encoder; HubertModel has none and ignores the field."""
+    w2v = copy_golden(tmp_path, "wav2vec2_group")
+    edit_config(w2v, add_adapter=True)
+    with pytest.raises(CheckpointError, match="add_adapter"):
+        checkpoint.load_wav2vec2(str(w2v))
+    hubert = copy_golden(tmp_path, "hubert")
+    edit_config(hubert, add_adapter=True)
+    model = checkpoint.load_wav2vec2(str(hubert))
+    io = np.load(os.path.join(GOLDEN, "hubert", "io.npz"))
+    np.testing.assert_allclose(np.asarray(model(io["input_values"]).last_hidden_state), io["last_hidden_state"],
+                               atol=1e-4)
+
+
+def test_unsupported_activation_is_a_checkpoint_error(tmp_path):
+    whisper_dir = copy_golden(tmp_path, "whisper")
+    edit_config(whisper_dir, activation_function="quick_gelu")
+    with pytest.raises(CheckpointError, match="unsupported Whisper checkpoint.*quick_gelu"):
+        checkpoint.load_whisper(str(whisper_dir))
+    w2v = copy_golden(tmp_path, "wav2vec2_group")
+    edit_config(w2v, feat_extract_activation="quick_gelu")
+    with pytest.raises(CheckpointError, match="unsupported Wav2Vec2 checkpoint.*quick_gelu"):
+        checkpoint.load_wav2vec2(str(w2v))
+
+
+def test_whisper_generation_settings_fall_back_to_config_json(tmp_path):
+    """Without generation_config.json, forced_decoder_ids and the rest come from config.json (upstream too)."""
+    folder = copy_golden(tmp_path, "whisper_relu")
+    os.remove(folder / "generation_config.json")
+    edit_config(folder, forced_decoder_ids=[[1, 12]])
+    settings = checkpoint.generation_settings(str(folder), checkpoint.read_config(str(folder), "whisper"))
+    assert settings.forced_decoder_ids == ((1, 12),) and settings.is_multilingual is None
+    assert (settings.decoder_start_token_id, settings.suppress_tokens) == (1, (5, 7))

@@ -20,6 +20,10 @@ CASES = [
     ("wav2vec2_stable", True, "layer", "model.safetensors"),
     ("wav2vec2_ctc_bin", True, "layer", "pytorch_model.bin"),  # "wav2vec2." prefix, weight_g / weight_v
     ("hubert", False, "group", "model.safetensors"),  # no projection LayerNorm
+    # independent switches set apart: layer-norm extractor + post-LN encoder, layer_norm_eps 0.1 (not on the
+    # extractor norms), feat_extract_activation relu (convs, positional conv) vs hidden_act gelu_new, odd pos kernel
+    ("wav2vec2_mixed", False, "layer", "model.safetensors"),
+    ("hubert_stable", True, "group", "pytorch_model.bin"),  # pre-LN over group norm, eps 0.1, hidden_act relu
 ]
 
 
@@ -39,6 +43,16 @@ def test_golden_parity_every_layer(name, stable, norm, weights):
         np.testing.assert_allclose(np.asarray(out.extract_features), io["extract_features"], atol=1e-4)
     # the outputs are far from trivial (a wrong detail would show): features spread well beyond the tolerance
     assert np.std(io["last_hidden_state"]) > 0.1
+
+
+def test_audit_goldens_carry_the_settings_they_test():
+    mixed = checkpoint.wav2vec2_spec(checkpoint.read_config(os.path.join(GOLDEN, "wav2vec2_mixed")))
+    assert (mixed.layer_norm_eps, mixed.feat_extract_activation, mixed.hidden_act, mixed.conv_bias) == (
+        0.1, "relu", "gelu_new", True)
+    assert mixed.num_conv_pos_embeddings % 2 == 1
+    hubert = checkpoint.wav2vec2_spec(checkpoint.read_config(os.path.join(GOLDEN, "hubert_stable")))
+    assert (hubert.model_type, hubert.layer_norm_eps, hubert.hidden_act, hubert.feat_proj_layer_norm) == (
+        "hubert", 0.1, "relu", True)
 
 
 def test_padded_batch_matches_unpadded_rows():

@@ -1,6 +1,7 @@
 """Whisper port: parity with transformers (every encoder/decoder layer, logits) and greedy tokens."""
 
 import dataclasses
+import functools
 import json
 import os
 
@@ -131,3 +132,89 @@ def test_whisper_parameters_carry_known_logical_axes():
     assert axes["encoder/layers/0/mlp/fc1/kernel"] == ("embed", "mlp")
     for path, names in axes.items():
         assert names is not None and all(n is None or n in rules for n in names), path
+
+
+# Tiny Whisper checkpoints with settings that upstream applies unlike their names suggest (issue 18):
+# activation_function only selects the feed-forward activation (the input convs stay GELU), and
+# scale_embedding is computed upstream but never applied. Each in both on-disk formats.
+VARIANTS = [
+    ("whisper_relu", "model.safetensors"),
+    ("whisper_relu_bin", "pytorch_model.bin"),
+    ("whisper_scale_embedding", "model.safetensors"),
+    ("whisper_scale_embedding_bin", "pytorch_model.bin"),
+]
+
+
+def _variant(name):
+    folder = os.path.join(GOLDEN, "..", name)
+    return folder, checkpoint.load_whisper(folder), np.load(os.path.join(folder, "io.npz"))
+
+
+@pytest.mark.parametrize("name,weights", VARIANTS)
+def test_variant_golden_parity_and_greedy_tokens(name, weights):
+    folder, model, io = _variant(name)
+    assert os.path.isfile(os.path.join(folder, weights)) and not os.path.isfile(
+        os.path.join(folder, "model.safetensors" if weights.endswith(".bin") else "pytorch_model.bin"))
+    config = checkpoint.read_config(folder, "whisper")
+    if "relu" in name:
+        assert config.activation_function == "relu" and model.spec.activation_function == "relu"
+    else:
+        assert config.scale_embedding is True
+    mel = mel_of(io)
+    enc, dec = jax.jit(lambda m, x, t: m(x, t))(model, mel, io["decoder_input_ids"])
+    for i, h in enumerate(enc.hidden_states):
+        np.testing.assert_allclose(np.asarray(h), io[f"encoder_hidden_state_{i}"], atol=1e-4, err_msg=f"enc {i}")
+    for i, h in enumerate(dec.hidden_states):
+        np.testing.assert_allclose(np.asarray(h), io[f"decoder_hidden_state_{i}"], atol=1e-4, err_msg=f"dec {i}")
+    np.testing.assert_allclose(np.asarray(enc.last_hidden_state), io["encoder_last_hidden_state"], atol=1e-4)
+    np.testing.assert_allclose(np.asarray(dec.logits), io["logits"], atol=1e-4)
+    assert np.std(io["logits"]) > 0.5
+    # greedy from the start token alone == generate() before forced_decoder_ids were set
+    tokens = np.asarray(whisper.greedy_decode(model, mel, [1], max_new_tokens=8))
+    np.testing.assert_array_equal(tokens[:, 1:], io["generated"])
+    assert len(set(io["generated"].ravel().tolist())) > 2
+    # the saved generation_config has forced_decoder_ids [[1, 10], [2, 11]]: upstream's prompt, like ours
+    assert model.generation.forced_decoder_ids == ((1, 10), (2, 11))
+    prompt = whisper.default_prompt(model.generation)
+    assert prompt == [1, 10, 11]
+    tokens = np.asarray(whisper.greedy_decode(model, mel, prompt, max_new_tokens=8))
+    np.testing.assert_array_equal(tokens[:, len(prompt):], io["generated_forced"])
+
+
+def test_input_convs_use_gelu_whatever_the_activation():
+    """The relu checkpoint's first hidden state is conv -> GELU -> conv -> GELU + positions, recomputed by hand."""
+    _, model, io = _variant("whisper_relu")
+    mel = jnp.asarray(mel_of(io))
+    gelu = functools.partial(jax.nn.gelu, approximate=False)
+    x = gelu(model.encoder.conv2(gelu(model.encoder.conv1(mel))))
+    x = x + model.encoder.embed_positions[...][: x.shape[1]]
+    np.testing.assert_allclose(np.asarray(x), io["encoder_hidden_state_0"], atol=1e-4)
+    relu_x = jax.nn.relu(model.encoder.conv2(jax.nn.relu(model.encoder.conv1(mel))))
+    assert np.abs(np.asarray(relu_x + model.encoder.embed_positions[...][: x.shape[1]]) - io[
+        "encoder_hidden_state_0"]).max() > 0.05
+
+
+def test_prompt_follows_upstream_init_token_rules():
+    langs = (("<|de|>", 40), ("<|en|>", 41))
+    tasks = (("transcribe", 45), ("translate", 44))
+    base = whisper.GenerationSettings(decoder_start_token_id=1, eos_token_id=2, pad_token_id=0,
+                                      no_timestamps_token_id=50, is_multilingual=True, lang_to_id=langs,
+                                      task_to_id=tasks)
+    # released multilingual models: language left to detection, task forced; the detected language goes at index 1
+    released = dataclasses.replace(base, forced_decoder_ids=((1, None), (2, 44)))
+    assert whisper.default_prompt(released) == [1, 44, 50]
+    assert whisper._init_tokens(released, None, None) == [1, None, 44, 50]
+    # explicit language/task override forced_decoder_ids; language alone means transcribe
+    assert whisper.default_prompt(released, "de") == [1, 40, 45, 50]
+    assert whisper._init_tokens(released, None, "translate") == [1, None, 44, 50]
+    assert whisper.default_prompt(dataclasses.replace(released, lang_to_id=())) == [1, 44, 50]
+    # English-only checkpoints (whisper-*.en: forced no-timestamps) take no language or task
+    english = whisper.GenerationSettings(decoder_start_token_id=1, eos_token_id=2, pad_token_id=0,
+                                         no_timestamps_token_id=50, is_multilingual=False,
+                                         forced_decoder_ids=((1, 50),))
+    assert whisper.default_prompt(english) == [1, 50]
+    with pytest.raises(ConfigError, match="English-only"):
+        whisper.default_prompt(english, "en")
+    bad = dataclasses.replace(english, forced_decoder_ids=((2, 50),))
+    with pytest.raises(ConfigError, match="prompt pattern"):
+        whisper.default_prompt(bad)

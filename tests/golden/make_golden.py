@@ -230,6 +230,123 @@ def make_whisper(out_dir):
     save_npz(os.path.join(out_dir, "io.npz"), **arrays)
 
 
+def _save_bin(model, out_dir):
+    """Replace model.safetensors by an old-style pytorch_model.bin (torch.save of the full state dict,
+    tied proj_out.weight included as a second key on the token table's storage)."""
+    os.remove(os.path.join(out_dir, "model.safetensors"))
+    torch.save(model.state_dict(), os.path.join(out_dir, "pytorch_model.bin"))
+
+
+WHISPER_FORCED = [[1, 10], [2, 11]]  # generation_config forced_decoder_ids of the variants below
+
+
+def _whisper_variant(out_dir, seed, fmt, **overrides):
+    """A smaller tiny Whisper (d_model 16, vocab 64, 2+2 layers) with one config setting changed.
+
+    Saves every encoder/decoder hidden state and the logits for fixed inputs, greedy `generate` from
+    the start token alone, then greedy `generate` after adding forced_decoder_ids to the generation
+    config (saved with it: upstream starts from [start, 10, 11]).
+    """
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    config = WhisperConfig(
+        vocab_size=64, num_mel_bins=8, d_model=16, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=24, decoder_ffn_dim=24, max_source_positions=16,
+        max_target_positions=24, pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1,
+        suppress_tokens=[5, 7], begin_suppress_tokens=[2, 3], **overrides,
+    )
+    torch.manual_seed(seed)
+    model = WhisperForConditionalGeneration(config).eval()
+    _scramble(model, seed=seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    features = torch.randn(2, 8, 32, generator=g)
+    decoder_ids = torch.tensor([[1, 4, 9, 20, 33], [1, 50, 60, 12, 40]])
+    with torch.no_grad():
+        out = model(input_features=features, decoder_input_ids=decoder_ids, output_hidden_states=True)
+        generated = model.generate(features, do_sample=False, max_new_tokens=8)
+        model.generation_config.forced_decoder_ids = WHISPER_FORCED
+        forced = model.generate(features, do_sample=False, max_new_tokens=8)
+    model.save_pretrained(out_dir)
+    if fmt == "bin":
+        _save_bin(model, out_dir)
+    arrays = {
+        "input_features": features,
+        "decoder_input_ids": decoder_ids,
+        "logits": out.logits,
+        "encoder_last_hidden_state": out.encoder_last_hidden_state,
+        "generated": generated if torch.is_tensor(generated) else generated["sequences"],
+        "generated_forced": forced if torch.is_tensor(forced) else forced["sequences"],
+    }
+    for i, h in enumerate(out.encoder_hidden_states):
+        arrays[f"encoder_hidden_state_{i}"] = h
+    for i, h in enumerate(out.decoder_hidden_states):
+        arrays[f"decoder_hidden_state_{i}"] = h
+    save_npz(os.path.join(out_dir, "io.npz"), **arrays)
+
+
+@producer("whisper_relu")
+def make_whisper_relu(out_dir):
+    """activation_function="relu" (feed-forward only: the input convs stay GELU upstream), safetensors."""
+    _whisper_variant(out_dir, 13, "safetensors", activation_function="relu")
+
+
+@producer("whisper_relu_bin")
+def make_whisper_relu_bin(out_dir):
+    """activation_function="relu", pytorch_model.bin."""
+    _whisper_variant(out_dir, 20, "bin", activation_function="relu")
+
+
+@producer("whisper_scale_embedding")
+def make_whisper_scale_embedding(out_dir):
+    """scale_embedding=True (computed upstream, never applied), safetensors."""
+    _whisper_variant(out_dir, 30, "safetensors", scale_embedding=True)
+
+
+@producer("whisper_scale_embedding_bin")
+def make_whisper_scale_embedding_bin(out_dir):
+    """scale_embedding=True, pytorch_model.bin."""
+    _whisper_variant(out_dir, 42, "bin", scale_embedding=True)
+
+
+@producer("wav2vec2_mixed")
+def make_wav2vec2_mixed(out_dir):
+    """Wav2Vec2Model with the switches upstream keeps independent set apart: layer-norm extractor with
+    the post-LN encoder, conv bias, layer_norm_eps 0.1 (projection and encoder LayerNorms only: the
+    extractor's norms keep 1e-5), feat_extract_activation relu (convs and positional conv) vs hidden_act
+    gelu_new (feed-forward), an odd positional kernel, safetensors."""
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    fields = _tiny_wav2vec2_config(stable=False).to_dict()
+    fields.update(feat_extract_norm="layer", do_stable_layer_norm=False, conv_bias=True, layer_norm_eps=0.1,
+                  feat_extract_activation="relu", hidden_act="gelu_new", num_conv_pos_embeddings=7,
+                  num_conv_pos_embedding_groups=2)
+    torch.manual_seed(0)
+    model = Wav2Vec2Model(Wav2Vec2Config(**fields)).eval()
+    _scramble(model, seed=7)
+    model.save_pretrained(out_dir)
+    _wav2vec2_io(model, out_dir, model)
+
+
+@producer("hubert_stable")
+def make_hubert_stable(out_dir):
+    """HubertModel with the pre-LN encoder over a group-norm extractor, projection LayerNorm on,
+    layer_norm_eps 0.1, hidden_act relu, as pytorch_model.bin."""
+    from transformers import HubertConfig, HubertModel
+
+    fields = _tiny_wav2vec2_config(stable=False).to_dict()
+    keep = {k: fields[k] for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                                   "conv_dim", "conv_kernel", "conv_stride", "num_conv_pos_embeddings",
+                                   "num_conv_pos_embedding_groups")}
+    config = HubertConfig(**keep, conv_bias=False, feat_extract_norm="group", do_stable_layer_norm=True,
+                          feat_proj_layer_norm=True, layer_norm_eps=0.1, hidden_act="relu")
+    torch.manual_seed(0)
+    model = HubertModel(config).eval()
+    _scramble(model, seed=9)
+    model.save_pretrained(out_dir)
+    _save_bin(model, out_dir)
+    _wav2vec2_io(model, out_dir, model)
+
+
 @producer("torch_pickle")
 def make_torch_pickle(out_dir):
     """A torch.save state dict of awkward tensors (fp16, bf16, int64, bool, a transposed view, a slice
