@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from skimage import data
 
 from avatar_jax.errors import AvatarJaxError, InputError
 from avatar_jax.eval import hands
@@ -28,11 +27,52 @@ def test_hkc_and_hkv_on_known_tracks():
         hands.hand_keypoint_stats(pts[:, :1], score[:, :1], height=100)
 
 
-def test_mediapipe_hands_runs_on_frames():
-    """The astronaut photo shows no hand: MediaPipe runs and finds none (nothing is invented)."""
-    a = data.astronaut()[::2, ::2]
-    m = hands.hand_metrics(np.stack([a, a[:, ::-1]]))
-    assert m.detection_rate == 0.0 and np.isnan(m.hkc)
+def render_template_hand(size: int = 192) -> np.ndarray:
+    """The body template's left hand, shaded, seen along its thinnest axis: ``(size,size,3) uint8``.
+
+    A licence-clean hand image (the template is CC0 MakeHuman data), made with the template
+    builder's numpy z-buffer.
+    """
+    from avatar_jax.body import parts
+    from avatar_jax.body.make_correspondences import rasterize, vertex_normals
+    from avatar_jax.body.template import load_template
+
+    tpl = load_template()
+    v, faces = tpl.reference_vertices.astype(np.float64), tpl.faces
+    hand_faces = faces[np.isin(tpl.part_labels[faces], [parts.HAND_L]).all(1)]
+    hv = v[np.unique(hand_faces)]
+    centre = hv.mean(0)
+    _, _, axes = np.linalg.svd(hv - centre)  # rows: along the fingers, across the palm, the palm normal
+    eye = centre + 0.5 * axes[2]
+    fwd = (centre - eye) / np.linalg.norm(centre - eye)
+    down = axes[0] - np.dot(axes[0], fwd) * fwd
+    down /= np.linalg.norm(down)
+    rot = np.stack([np.cross(down, fwd), down, fwd])
+    cam = (v - eye) @ rot.T
+    focal = size * 0.35 / (np.abs((hv - centre) @ axes[0]).max() / 0.5)
+    uv = focal * cam[:, :2] / cam[:, 2:3] + size / 2
+    face_id, bary = rasterize(uv, cam[:, 2], hand_faces, size)
+    light = np.abs(vertex_normals(v, faces) @ fwd)
+    colour = np.array([0.86, 0.68, 0.58]) * (0.3 + 0.7 * light[:, None])
+    img = np.full((size, size, 3), 0.2)
+    hit = face_id >= 0
+    img[hit] = np.einsum("pk,pkc->pc", bary[hit], colour[hand_faces[face_id[hit]]])
+    return (np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+def test_mediapipe_hands_on_a_hand_moving_by_known_pixels():
+    """A rendered hand shifted sideways by -15/0/+15 px: HKV = std(shift) / 2 / H (x moves, y does not)."""
+    img = render_template_hand()
+    shifts = np.array([-15, 0, 15, 0, -15, 15])
+    frames = np.stack([np.roll(img, s, axis=1) for s in shifts] + [np.full_like(img, 50)])  # last: no hand
+    pts, score = hands.detect_hands(frames)
+    assert pts.shape == (7, 2, 21, 2) and score.shape == (7, 2)
+    assert np.all(score[:6].max(1) > 0.8) and np.all(score[6] == 0)
+    m = hands.hand_keypoint_stats(pts, score, height=img.shape[0])
+    assert m.hkc > 0.8 and m.detection_rate == pytest.approx(6 / 14)
+    np.testing.assert_allclose(m.hkv, np.std(shifts) / 2 / img.shape[0], rtol=0.1)
+    still = hands.hand_metrics(np.stack([img] * 3))
+    assert still.hkv < 0.1 * m.hkv  # the same hand standing still: (almost) no spread
 
 
 def test_missing_mediapipe_names_what_to_install(monkeypatch, tmp_path):
