@@ -199,3 +199,18 @@ def test_whisper_generation_settings_fall_back_to_config_json(tmp_path):
     settings = checkpoint.generation_settings(str(folder), checkpoint.read_config(str(folder), "whisper"))
     assert settings.forced_decoder_ids == ((1, 12),) and settings.is_multilingual is None
     assert (settings.decoder_start_token_id, settings.suppress_tokens) == (1, (5, 7))
+
+
+def test_refused_layouts_name_the_setting(tmp_path):
+    hubert = copy_golden(tmp_path, "hubert")
+    edit_config(hubert, conv_pos_batch_norm=True)
+    with pytest.raises(CheckpointError, match="conv_pos_batch_norm"):
+        checkpoint.load_wav2vec2(str(hubert))
+    untied = copy_golden(tmp_path, "whisper_relu")
+    edit_config(untied, tie_word_embeddings=False)
+    with pytest.raises(CheckpointError, match="untied output projection"):
+        checkpoint.load_whisper(str(untied))
+    other_head = copy_golden(tmp_path, "whisper_scale_embedding")
+    edit_weights(other_head, lambda w: w.update({"proj_out.weight": w["model.decoder.embed_tokens.weight"] + 1.0}))
+    with pytest.raises(CheckpointError, match="differs from the token embedding"):
+        checkpoint.load_whisper(str(other_head))

@@ -218,3 +218,14 @@ def test_prompt_follows_upstream_init_token_rules():
     bad = dataclasses.replace(english, forced_decoder_ids=((2, 50),))
     with pytest.raises(ConfigError, match="prompt pattern"):
         whisper.default_prompt(bad)
+
+
+def test_transcribe_starts_from_the_forced_decoder_ids(tmp_path):
+    """transcribe() builds upstream's prompt [start, 10, 11] from generation_config.forced_decoder_ids."""
+    _, model, io = _variant("whisper_relu_bin")
+    vocab = {chr(33 + i): i for i in range(62)} | {"<|endoftext|>": 62, "<|startoftranscript|>": 63}
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n")
+    text = whisper.transcribe(model, mel_of(io), str(tmp_path), max_new_tokens=8)
+    assert 2 not in io["generated_forced"]  # no end of text: every row runs all 8 tokens
+    assert text == ["".join(chr(33 + t) for t in row) for row in io["generated_forced"].tolist()]
