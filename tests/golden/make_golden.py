@@ -369,6 +369,11 @@ def make_torch_pickle(out_dir):
     save_npz(os.path.join(out_dir, "expected.npz"), **expected)
 
 
+from make_golden_teacher import TEACHER_PRODUCERS  # noqa: E402  (Wan2.1 DiT / VAE, umT5: teacher golden files)
+
+PRODUCERS.update(TEACHER_PRODUCERS)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "data"))

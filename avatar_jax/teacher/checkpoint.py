@@ -1,0 +1,168 @@
+"""Load the teacher's upstream checkpoints (diffusers / transformers on-disk formats) into our NNX modules.
+
+Reads ``config.json`` and safetensors only (one file or a sharded ``*.safetensors.index.json``): no
+pickle, no torch. Layout changes on the way in: torch ``Linear`` weights ``(out, in)`` become kernels
+``(in, out)``; ``Conv3d`` weights ``(O, I, t, h, w)`` become ``(t, h, w, I, O)`` (``Conv2d`` likewise);
+the DiT's patch-embedding ``Conv3d`` becomes a dense kernel over flattened ``(pt, ph, pw, C)`` patches.
+
+The expected directory is a diffusers Wan2.1 pipeline folder (see :data:`TEACHER_LAYOUT`); a missing
+piece raises :class:`TeacherWeightsError` naming that layout and what to fetch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from avatar_jax.errors import InputError
+
+TEACHER_LAYOUT = """\
+TEACHER_DIR/                       (a diffusers Wan2.1 pipeline folder, e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers)
+  transformer/config.json          WanTransformer3DModel config
+  transformer/diffusion_pytorch_model.safetensors
+      or diffusion_pytorch_model.safetensors.index.json + diffusion_pytorch_model-0000k-of-0000n.safetensors
+  vae/config.json                  AutoencoderKLWan config
+  vae/diffusion_pytorch_model.safetensors
+  text_encoder/config.json         UMT5EncoderModel config (optional when text embeddings are precomputed)
+  text_encoder/model.safetensors   (or model.safetensors.index.json + shards)"""
+
+FETCH_HINT = ("fetch Wan-AI/Wan2.1-T2V-1.3B-Diffusers (or -14B-Diffusers) on a machine with network, e.g. "
+              "`hf download Wan-AI/Wan2.1-T2V-1.3B-Diffusers --local-dir TEACHER_DIR`, and copy the folder here")
+
+
+class TeacherWeightsError(InputError):
+    """Teacher weights are missing, incomplete or of an unsupported kind (the message names the layout)."""
+
+
+def _missing(what: str) -> TeacherWeightsError:
+    return TeacherWeightsError(f"{what}; expected layout:\n{TEACHER_LAYOUT}\n{FETCH_HINT}")
+
+
+def read_config(path: str, component: str) -> dict:
+    """``config.json`` of the component folder ``path`` as a dict."""
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        raise _missing(f"{component} weights directory {path!r} does not exist")
+    file = os.path.join(path, "config.json")
+    if not os.path.isfile(file):
+        raise _missing(f"{path} has no config.json ({component})")
+    with open(file) as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as e:
+            raise TeacherWeightsError(f"{file} is not valid JSON: {e}") from e
+
+
+def _read_safetensors(file: str) -> dict[str, np.ndarray]:
+    from safetensors import safe_open
+
+    out = {}
+    try:
+        with safe_open(file, framework="numpy") as f:
+            for k in f.keys():
+                out[k] = f.get_tensor(k)
+    except TypeError:  # bfloat16 tensors: numpy has no such dtype, go through ml_dtypes (flax framework)
+        with safe_open(file, framework="flax") as f:
+            for k in f.keys():
+                out[k] = np.asarray(f.get_tensor(k))
+    except Exception as e:  # corrupt header, truncated file
+        raise TeacherWeightsError(f"cannot read {file}: {e}") from e
+    return out
+
+
+WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "model.safetensors")
+
+
+def read_weights(path: str, component: str) -> dict[str, np.ndarray]:
+    """``{upstream key: array}`` from ``path``: one safetensors file or a sharded index of them."""
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        raise _missing(f"{component} weights directory {path!r} does not exist")
+    for name in WEIGHT_NAMES:
+        file = os.path.join(path, name)
+        if os.path.isfile(file):
+            return _read_safetensors(file)
+        index = file + ".index.json"
+        if os.path.isfile(index):
+            with open(index) as f:
+                shards = sorted(set(json.load(f)["weight_map"].values()))
+            out = {}
+            for shard in shards:
+                shard_file = os.path.join(path, shard)
+                if not os.path.isfile(shard_file):
+                    raise _missing(f"{index} lists shard {shard}, which is missing from {path}")
+                out.update(_read_safetensors(shard_file))
+            return out
+    if any(f.endswith((".bin", ".pt", ".pth", ".ckpt")) for f in os.listdir(path)):
+        raise TeacherWeightsError(f"{path} holds only pickled weights; convert them to safetensors (no pickle is read)")
+    raise _missing(f"{path} has no safetensors weights ({component})")
+
+
+# ---------------------------------------------------------------------------------------------- filling
+
+Transform = Callable[[np.ndarray], np.ndarray]
+
+
+def linear_t(a: np.ndarray) -> np.ndarray:
+    return a.T
+
+
+def conv3d_t(a: np.ndarray) -> np.ndarray:
+    return a.transpose(2, 3, 4, 1, 0)
+
+
+def conv2d_t(a: np.ndarray) -> np.ndarray:
+    return a.transpose(2, 3, 1, 0)
+
+
+def squeeze(a: np.ndarray) -> np.ndarray:
+    return a.reshape(-1)
+
+
+def copy(a: np.ndarray) -> np.ndarray:
+    return a
+
+
+Plan = list[tuple[tuple, str, Transform]]
+
+
+def variable(model: nnx.Module, path: tuple) -> nnx.Variable:
+    node = model
+    for p in path:
+        node = node[p] if isinstance(p, int) else getattr(node, p)
+    return node
+
+
+def fill(model: nnx.Module, weights: dict, plan: Plan, path: str, dtype=None) -> None:
+    """Set every parameter named in ``plan`` from ``weights`` (checking shapes), cast to ``dtype`` or the
+    parameter's own dtype; unused upstream tensors are an error (an unknown variant of the model)."""
+    used = set()
+    for target, key, transform in plan:
+        if key not in weights:
+            raise TeacherWeightsError(f"{path}: tensor {key!r} is missing from the checkpoint")
+        var = variable(model, target)
+        array = transform(np.asarray(weights[key]).astype(np.float32))
+        if tuple(array.shape) != tuple(var.shape):
+            raise TeacherWeightsError(
+                f"{path}: tensor {key!r} of shape {tuple(np.shape(weights[key]))} does not fit parameter "
+                f"{'/'.join(map(str, target))} of shape {tuple(var.shape)}")
+        var.set_value(jnp.asarray(array, dtype or var.dtype))
+        used.add(key)
+    extra = sorted(set(weights) - used)
+    if extra:
+        raise TeacherWeightsError(f"{path}: {len(extra)} tensors are not part of the supported model, e.g. {extra[:5]}")
+    for p, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+        if not hasattr(var.get_value(), "devices"):
+            raise AssertionError(f"converter bug: parameter {'/'.join(map(str, p))} was not loaded")
+
+
+def linear(target: tuple, key: str, bias: bool = True) -> Plan:
+    plan = [((*target, "kernel"), f"{key}.weight", linear_t)]
+    if bias:
+        plan.append(((*target, "bias"), f"{key}.bias", copy))
+    return plan

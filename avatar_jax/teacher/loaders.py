@@ -1,0 +1,95 @@
+"""Upstream config -> our spec, and weight plans, for each teacher component; ``load_*`` entry points.
+
+``load_wan_dit(path)`` reads a diffusers ``WanTransformer3DModel`` folder (``transformer/``),
+``load_wan_vae(path)`` an ``AutoencoderKLWan`` folder (``vae/``), ``load_umt5(path)`` a transformers
+``UMT5EncoderModel`` folder (``text_encoder/``). Unsupported variants (Wan2.1 image-to-video
+cross-attention, Wan2.2 residual VAE...) are refused by name rather than loaded wrongly.
+"""
+
+from __future__ import annotations
+
+import os
+
+from flax import nnx
+
+from avatar_jax.teacher import checkpoint as ck
+from avatar_jax.teacher.dit import WanDiT, WanDiTSpec
+
+# ------------------------------------------------------------------------------------------------ DiT
+
+
+def wan_dit_spec(config: dict, **options) -> WanDiTSpec:
+    """Our :class:`WanDiTSpec` from a diffusers ``WanTransformer3DModel`` config dict (+ dtype/remat options)."""
+    for key in ("image_dim", "added_kv_proj_dim", "pos_embed_seq_len"):
+        if config.get(key) is not None:
+            raise ck.TeacherWeightsError(
+                f"WanTransformer3DModel with {key}={config[key]} (image-to-video conditioning) is not supported; "
+                f"use a text-to-video checkpoint")
+    if config.get("qk_norm", "rms_norm_across_heads") != "rms_norm_across_heads":
+        raise ck.TeacherWeightsError(f"qk_norm={config['qk_norm']!r} is not supported (rms_norm_across_heads only)")
+    return WanDiTSpec(
+        patch_size=tuple(config.get("patch_size", (1, 2, 2))),
+        num_heads=int(config.get("num_attention_heads", 40)),
+        head_dim=int(config.get("attention_head_dim", 128)),
+        in_channels=int(config.get("in_channels", 16)),
+        out_channels=int(config.get("out_channels") or config.get("in_channels", 16)),
+        text_dim=int(config.get("text_dim", 4096)),
+        freq_dim=int(config.get("freq_dim", 256)),
+        ffn_dim=int(config.get("ffn_dim", 13824)),
+        num_layers=int(config.get("num_layers", 40)),
+        cross_attn_norm=bool(config.get("cross_attn_norm", True)),
+        eps=float(config.get("eps", 1e-6)),
+        rope_max_seq_len=int(config.get("rope_max_seq_len", 1024)),
+        **options,
+    )
+
+
+def _patch_kernel(a):
+    # Conv3d (D, C, pt, ph, pw) -> dense (pt*ph*pw*C, D), patch features in (pt, ph, pw, C) order
+    return a.transpose(2, 3, 4, 1, 0).reshape(-1, a.shape[0])
+
+
+def wan_dit_plan(spec: WanDiTSpec) -> ck.Plan:
+    plan: ck.Plan = [(("patch_embedding", "kernel"), "patch_embedding.weight", _patch_kernel),
+                     (("patch_embedding", "bias"), "patch_embedding.bias", ck.copy)]
+    ce = "condition_embedder"
+    plan += ck.linear((ce, "time_1"), f"{ce}.time_embedder.linear_1")
+    plan += ck.linear((ce, "time_2"), f"{ce}.time_embedder.linear_2")
+    plan += ck.linear((ce, "time_proj"), f"{ce}.time_proj")
+    plan += ck.linear((ce, "text_1"), f"{ce}.text_embedder.linear_1")
+    plan += ck.linear((ce, "text_2"), f"{ce}.text_embedder.linear_2")
+    for i in range(spec.num_layers):
+        src, dst = f"blocks.{i}", ("blocks", i)
+        for attn in ("attn1", "attn2"):
+            for name in ("to_q", "to_k", "to_v"):
+                plan += ck.linear((*dst, attn, name), f"{src}.{attn}.{name}")
+            plan += ck.linear((*dst, attn, "to_out"), f"{src}.{attn}.to_out.0")
+            plan.append(((*dst, attn, "norm_q", "scale"), f"{src}.{attn}.norm_q.weight", ck.copy))
+            plan.append(((*dst, attn, "norm_k", "scale"), f"{src}.{attn}.norm_k.weight", ck.copy))
+        if spec.cross_attn_norm:
+            plan.append(((*dst, "norm2", "scale"), f"{src}.norm2.weight", ck.copy))
+            plan.append(((*dst, "norm2", "bias"), f"{src}.norm2.bias", ck.copy))
+        plan += ck.linear((*dst, "ffn", "proj_in"), f"{src}.ffn.net.0.proj")
+        plan += ck.linear((*dst, "ffn", "proj_out"), f"{src}.ffn.net.2")
+        plan.append(((*dst, "scale_shift_table"), f"{src}.scale_shift_table", ck.copy))
+    plan += ck.linear(("proj_out",), "proj_out")
+    plan.append((("scale_shift_table",), "scale_shift_table", ck.copy))
+    return plan
+
+
+def load_wan_dit(path: str, **options) -> WanDiT:
+    """A :class:`WanDiT` with the weights of the diffusers folder ``path`` (``TEACHER_DIR/transformer``).
+
+    ``options``: :class:`WanDiTSpec` fields such as ``dtype="bfloat16"``, ``param_dtype``, ``remat="full"``.
+    """
+    config = ck.read_config(path, "transformer")
+    if config.get("_class_name", "WanTransformer3DModel") != "WanTransformer3DModel":
+        raise ck.TeacherWeightsError(f"{path} holds a {config['_class_name']}, not a WanTransformer3DModel")
+    spec = wan_dit_spec(config, **options)
+    weights = ck.read_weights(path, "transformer")
+    weights = {k: v for k, v in weights.items() if "norm_added_q" not in k}  # ignored upstream too
+    model = nnx.eval_shape(lambda: WanDiT(spec, rngs=nnx.Rngs(0)))
+    # each parameter keeps its declared dtype: param_dtype, except the time path and the modulation
+    # tables, which stay float32 (upstream keeps them fp32)
+    ck.fill(model, weights, wan_dit_plan(spec), os.fspath(path))
+    return model
