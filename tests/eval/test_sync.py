@@ -83,3 +83,18 @@ def test_mouth_opening_detected_on_a_photo():
     opening = sync.mouth_opening(out["face"], out["found"])
     assert out["found"].tolist() == [1, 0]
     assert 0.0 <= opening[0] < 0.3 and np.isnan(opening[1])
+
+
+def test_real_speech_against_the_rig_jaw_recovers_a_shift():
+    """eSpeak speech and the synthetic rig's jaw opening from its phoneme timings (the data pipeline's
+    teacher): they correlate, and delaying the jaw by 3 frames moves the measured lag by exactly 3."""
+    from avatar_jax.audio.tts import synthesize
+    from avatar_jax.data import motion
+
+    audio, phonemes = synthesize("The quick brown fox jumps over the lazy dog while we talk about the weather.")
+    num_frames = int(len(audio) / SR * FPS)
+    jaw = motion.from_speech(phonemes, audio, num_frames).jaw
+    base = sync.offline_sync(audio, face=face_track(jaw), max_lag=6)
+    late = sync.offline_sync(audio, face=face_track(np.roll(jaw, 3)), max_lag=6)
+    assert abs(base.lag) <= 1 and base.correlation > 0.4
+    assert late.lag - base.lag == 3 and late.correlation > 0.4
