@@ -82,3 +82,7 @@ def test_missing_mediapipe_names_what_to_install(monkeypatch, tmp_path):
     monkeypatch.setenv("AVATAR_JAX_MEDIAPIPE_PYTHON", "")
     with pytest.raises(AvatarJaxError, match="mediapipe-venv"):
         hands.hand_metrics(np.zeros((1, 64, 64, 3), np.uint8))
+    from avatar_jax.eval import sync
+
+    with pytest.raises(AvatarJaxError, match="mediapipe-venv"):  # the mouth detector needs it too
+        sync.offline_sync(np.zeros(3200, np.float32), frames=np.zeros((5, 64, 64, 3), np.uint8))

@@ -9,7 +9,7 @@ import pytest
 from matplotlib import cbook
 from skimage import data, transform
 
-from avatar_jax.errors import InputError
+from avatar_jax.errors import AvatarJaxError, InputError
 from avatar_jax.eval import identity
 
 
@@ -47,3 +47,17 @@ def test_missing_models_and_bad_input(tmp_path, embedder, faces):
         identity.FaceEmbedder(models_dir=str(tmp_path))
     with pytest.raises(InputError, match="no face found in the reference"):
         identity.csim(np.zeros((64, 64, 3), np.uint8), faces[0][None], embedder)
+
+
+def test_missing_dlib_or_model_package_names_what_to_install(monkeypatch):
+    import importlib.util
+    import sys
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "face_recognition_models" else real_find_spec(name, *a))
+    with pytest.raises(AvatarJaxError, match="face-recognition-models"):
+        identity.FaceEmbedder()
+    monkeypatch.setitem(sys.modules, "dlib", None)  # import dlib -> ImportError
+    with pytest.raises(AvatarJaxError, match="dlib-bin"):
+        identity.FaceEmbedder()
