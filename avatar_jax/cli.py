@@ -36,6 +36,7 @@ COMMANDS: dict[str, Command] = {
     "eval": Command("evaluate renders (PSNR, SSIM, sync, identity, FID/FVD)", None, "eval issue"),
     "demo": Command("the main job on the embedded default config", "avatar_jax.demo", ""),
 }
+MULTI_HOST = ("train",)  # commands that join a multi-host job (jax.distributed) from flags or environment
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -58,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", default=None, help="config file (configs/tiny.py[:arg]) or name (tiny)")
         if cmd.module:
             importlib.import_module(cmd.module).add_arguments(p)
+        if name in MULTI_HOST:
+            from avatar_jax.train import distributed
+
+            distributed.add_arguments(p)
     return parser
 
 
@@ -77,6 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         cmd = COMMANDS[args.command]
         if cmd.module is None:
             raise NotBuiltError(f"'{args.command}' is not built yet ({cmd.issue})")
+        if args.command in MULTI_HOST:  # join the job before anything (config checks too) starts JAX
+            from avatar_jax.train import distributed
+
+            distributed.initialize_from_env(**distributed.launch_kwargs(args))
         config = load_config(args.config, overrides)
         return int(importlib.import_module(cmd.module).run(args, config) or 0)
     except NotBuiltError as e:

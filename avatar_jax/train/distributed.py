@@ -150,3 +150,19 @@ def shutdown() -> None:
 
     if is_initialized():
         jax.distributed.shutdown()
+
+
+def add_arguments(parser) -> None:
+    """The multi-host flags of a command (each overrides its ``AVATAR_JAX_*`` variable)."""
+    g = parser.add_argument_group("multi-host (default: from the environment, see avatar_jax.train.distributed)")
+    g.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help=f"process 0's address (${ENV_COORDINATOR})")
+    g.add_argument("--num-processes", type=int, default=None, metavar="N",
+                   help=f"processes in the job (${ENV_NUM_PROCESSES})")
+    g.add_argument("--process-id", type=int, default=None, metavar="I",
+                   help=f"this process, 0..N-1 (${ENV_PROCESS_ID})")
+
+
+def launch_kwargs(args) -> dict:
+    """``coordinator/num_processes/process_id`` from parsed :func:`add_arguments` flags."""
+    return {k: getattr(args, k, None) for k in ("coordinator", "num_processes", "process_id")}

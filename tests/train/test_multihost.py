@@ -50,6 +50,17 @@ def test_launch_detection_from_the_environment():
     assert not distributed.is_initialized()
 
 
+def test_train_command_takes_the_launch_as_flags():
+    from avatar_jax.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--coordinator", "node0:7777", "--num-processes", "8",
+                                      "--process-id", "6"])
+    assert distributed.detect({}, **distributed.launch_kwargs(args)) == distributed.LaunchSpec(
+        "explicit", "node0:7777", 8, 6)
+    assert distributed.launch_kwargs(build_parser().parse_args(["train"])) == dict(
+        coordinator=None, num_processes=None, process_id=None)
+
+
 def test_each_host_reads_only_its_rows_of_the_one_host_batches(data):
     source = loader.WindowSource(data, "train", seq_len=2)
     reads: dict[int, list[tuple[int, int]]] = {}
