@@ -37,6 +37,15 @@ from jax.experimental.pallas import tpu as pltpu
 
 IN_ROWS = 8  # per-pixel inputs: gR gG gB gD gT T_final last (pad)
 STATE_ROWS = 8  # T, R_r, R_g, R_b, R_z (pad)
+FLOPS_PER_PAIR = 80  # alpha recomputed, transmittance by division, 10 gradient terms and the state update
+
+
+def cost(kc: int, chunk: int, num_tiles: int) -> pl.CostEstimate:
+    """What the backward kernel does for ``kc`` chunks of ``chunk`` Gaussians (for XLA's cost analysis)."""
+    pairs = kc * chunk * PIXELS
+    feature_bytes = kc * FEATURE_ROWS * chunk * 4
+    return pl.CostEstimate(flops=int(FLOPS_PER_PAIR * pairs), transcendentals=int(2 * pairs),  # exp, 1/(1-a)
+                           bytes_accessed=int(2 * feature_bytes + num_tiles * IN_ROWS * PIXELS * 4 + 5 * kc * 4))
 
 
 def backprop_chunk(rows, pix_in, state, u, v, base, chunk: int):
@@ -149,6 +158,7 @@ def backward_raw(fk, pix_in, chunk_tile, chunk_k, chunk_last, n_chunks, *, tiles
         return pl.pallas_call(
             kernel, grid_spec=grid_spec, out_shape=out_shape, interpret=interpret,
             compiler_params=pltpu.CompilerParams(dimension_semantics=("arbitrary",)),
+            cost_estimate=cost(kc, chunk, num_tiles),
         )(order, chunk_tile, chunk_k, chunk_last.astype(jnp.int32), active.astype(jnp.int32), fk, pix_in)
     if platform == "gpu":
         first, count = tile_runs(chunk_tile, chunk_k, num_tiles)
@@ -158,6 +168,7 @@ def backward_raw(fk, pix_in, chunk_tile, chunk_k, chunk_last, n_chunks, *, tiles
             in_specs=[pl.no_block_spec, pl.no_block_spec, pl.no_block_spec,
                       pl.BlockSpec((1, IN_ROWS, PIXELS), lambda t: (t, 0, 0))],
             out_specs=pl.no_block_spec,
+            cost_estimate=cost(kc, chunk, num_tiles),
         )(first, count, fk, pix_in)
         # Unused chunks are never visited by a program: give them defined zeros.
         return jnp.where((chunk_k >= 0)[:, None, None], grads, 0.0)

@@ -45,6 +45,15 @@ from jax.experimental.pallas import tpu as pltpu
 
 ROWS = 8  # output rows per pixel (see module docstring)
 FEATURE_ROWS = 16  # NUM_FEATURES padded to a sublane multiple
+FLOPS_PER_PAIR = 30  # alpha (conic form, clamp, test) and the compositing update, per Gaussian-pixel pair
+
+
+def cost(kc: int, chunk: int, num_tiles: int) -> pl.CostEstimate:
+    """What the forward kernel does for ``kc`` chunks of ``chunk`` Gaussians (for XLA's cost analysis)."""
+    pairs = kc * chunk * PIXELS
+    bytes_in = kc * FEATURE_ROWS * chunk * 4 + 2 * kc * 4
+    return pl.CostEstimate(flops=int(FLOPS_PER_PAIR * pairs), transcendentals=int(pairs),
+                           bytes_accessed=int(bytes_in + num_tiles * ROWS * PIXELS * 4))
 
 
 def to_kernel_layout(feats: jax.Array) -> jax.Array:
@@ -166,6 +175,7 @@ def forward_raw(fk, chunk_tile, chunk_k, *, tiles_x, tiles_per_camera, num_tiles
         return pl.pallas_call(
             kernel, grid_spec=grid_spec, out_shape=out_shape, interpret=interpret,
             compiler_params=pltpu.CompilerParams(dimension_semantics=("arbitrary",)),
+            cost_estimate=cost(kc, chunk, num_tiles),
         )(chunk_tile, chunk_k, fk)
     if platform == "gpu":
         first, count = tile_runs(chunk_tile, chunk_k, num_tiles)
@@ -174,6 +184,7 @@ def forward_raw(fk, chunk_tile, chunk_k, *, tiles_x, tiles_per_camera, num_tiles
             kernel, grid=(num_tiles,), out_shape=out_shape, interpret=interpret,
             in_specs=[pl.no_block_spec, pl.no_block_spec, pl.no_block_spec],
             out_specs=pl.BlockSpec((1, ROWS, PIXELS), lambda t: (t, 0, 0)),
+            cost_estimate=cost(kc, chunk, num_tiles),
         )(first, count, fk)
     raise ValueError(f"unknown Pallas platform {platform!r}; expected 'tpu' or 'gpu'")
 

@@ -1,11 +1,13 @@
-"""Tile binning: which 16x16 tiles each projected Gaussian touches, sorted by a 32-bit (tile, depth) key.
+"""Tile binning: which 16x16 tiles each projected Gaussian touches, sorted by (tile, depth).
 
 A Gaussian with mean ``m`` and radius ``r > 0`` touches tile ``t`` (pixels ``[16t, 16t+16)``) along an
 axis iff ``16 t < m + r`` and ``m - r < 16 (t + 1)``, i.e. tiles ``floor((m-r)/16) .. ceil((m+r)/16)-1``
 clipped to the image. Every (camera, Gaussian) instance with its rectangle of tiles is expanded into
-``capacity`` static slots; slot ``e`` carries the key ``tile << depth_bits | depth_rank`` where
-``depth_rank`` is the Gaussian's position in its camera's stable depth order. One ``lax.sort`` of the
-uint32 keys (done by XLA, outside every kernel) orders the slots by tile, then front to back.
+``capacity`` static slots; slot ``e`` carries two sort keys, its global tile (int32) and the
+Gaussian's camera-space depth, and the instance id as payload. One stable two-key ``lax.sort`` (done
+by XLA, outside every kernel) orders the slots by tile, then front to back, equal depths in index
+order. No key packing means no cap from key bits: the limits are int32 tile and instance ids
+(:func:`check_sizes`), far beyond 8 cameras x 4M Gaussians at 1920x1080.
 
 The sorted list is then cut into chunks of ``chunk`` slots that never straddle two tiles (each
 tile's run is padded up to a whole number of chunks, and an empty tile still gets one empty chunk),
@@ -15,7 +17,6 @@ so every kernel block belongs to exactly one tile. The number of chunks is bound
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import jax
@@ -24,6 +25,9 @@ import jax.numpy as jnp
 from avatar_jax.errors import InputError
 
 TILE = 16
+INT32_LIMIT = 2**31 - 1
+# Largest capacity: the slot cumsum stays exact in int32 (capacity + one instance's tiles < 2^31).
+MAX_SLOTS = 2**30
 
 
 class TileGrid(NamedTuple):
@@ -59,7 +63,8 @@ class ChunkLayout(NamedTuple):
     chunk_k: jax.Array  # (Kc,) int32 position of the chunk within its tile's run, -1 if unused
     chunk_last: jax.Array  # (Kc,) bool: last chunk of its tile
     n_chunks: jax.Array  # () int32 chunks in use (a prefix of the Kc)
-    n_intersections: jax.Array  # () int32 tile-Gaussian intersections (may exceed capacity)
+    camera_intersections: jax.Array  # (B,) int32 tile-Gaussian intersections per camera (may exceed capacity)
+    camera_overflow: jax.Array  # (B,) bool: some of this camera's intersections did not fit the capacity
 
 
 def tile_rects(means2d: jax.Array, radii: jax.Array, grid: TileGrid) -> tuple[jax.Array, ...]:
@@ -76,20 +81,28 @@ def tile_rects(means2d: jax.Array, radii: jax.Array, grid: TileGrid) -> tuple[ja
     return x0, y0, x1, counts
 
 
-def count_intersections(means2d: jax.Array, radii: jax.Array, grid: TileGrid) -> jax.Array:
-    """Total number of (tile, Gaussian) pairs, ``()`` int32."""
-    return jnp.sum(tile_rects(means2d, radii, grid)[3])
+def camera_counts(means2d: jax.Array, radii: jax.Array, grid: TileGrid) -> jax.Array:
+    """Number of (tile, Gaussian) pairs per camera, ``(B,)`` int32 (instances are camera-major)."""
+    return jnp.sum(tile_rects(means2d, radii, grid)[3].reshape(grid.cameras, -1), axis=1)
 
 
-def key_bits(num_gaussians: int, grid: TileGrid) -> int:
-    """Bits of the depth rank in the key; raises when (tile, rank) cannot fit in 32 bits."""
-    depth_bits = max(1, math.ceil(math.log2(max(num_gaussians, 2))))
-    if grid.num_tiles * (1 << depth_bits) >= 1 << 32:
-        raise InputError(
-            f"{grid.num_tiles} tiles x {num_gaussians} Gaussians do not fit a 32-bit (tile, depth) sort key; "
-            "render fewer cameras at once or use fewer Gaussians"
-        )
-    return depth_bits
+def check_sizes(num_gaussians: int, grid: TileGrid) -> None:
+    """Raise :class:`InputError` when instance or tile ids would not fit int32 (the only size limits)."""
+    if grid.cameras * num_gaussians > INT32_LIMIT:
+        raise InputError(f"render: {grid.cameras} cameras x {num_gaussians} Gaussians exceed 2^31 instances; "
+                         "render fewer cameras per call")
+    if grid.num_tiles + 1 > INT32_LIMIT:
+        raise InputError(f"render: {grid.num_tiles} tiles exceed int32 tile ids; render fewer or smaller images")
+
+
+def sort_slots(tile: jax.Array, depth: jax.Array, gid: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Stable sort of slots by ``(tile, depth)``: ``tile (E,)`` int32, ``depth (E,)`` float, ``gid (E,)`` int32.
+
+    Returns the sorted tiles and instance ids. Slots with equal keys keep their order (instance order,
+    so equal depths composite in Gaussian index order, as the reference does).
+    """
+    s_tile, _, s_gid = jax.lax.sort((tile, depth, gid), num_keys=2, is_stable=True)
+    return s_tile, s_gid
 
 
 def bin_and_sort(means2d: jax.Array, radii: jax.Array, depths: jax.Array, grid: TileGrid, *,
@@ -100,21 +113,21 @@ def bin_and_sort(means2d: jax.Array, radii: jax.Array, depths: jax.Array, grid: 
       means2d: ``(B*N, 2)`` screen means of every (camera, Gaussian) instance, camera-major.
       radii: ``(B*N,)`` integer radii (0 = culled).
       depths: ``(B, N)`` camera-space depths (the sort order inside a tile).
-      capacity: static number of intersection slots; intersections beyond it are reported through
-        ``n_intersections`` (the caller refuses to use an overflowing layout, nothing is dropped silently).
+      capacity: static number of intersection slots; intersections beyond it are dropped and
+        reported per camera in ``camera_overflow`` (the caller poisons those images: never silent).
       chunk: slots per chunk (the kernels' block of Gaussians).
     """
     cams, n = depths.shape
-    depth_bits = key_bits(n, grid)
     x0, y0, x1, counts = tile_rects(means2d, radii, grid)
     w = jnp.maximum(x1 - x0, 1)
     ends = jnp.cumsum(counts)
-    total = ends[-1]
     starts = ends - counts
-    # Depth rank of each Gaussian within its camera (stable, so equal depths keep index order).
-    order = jnp.argsort(jax.lax.stop_gradient(depths), axis=-1, stable=True).astype(jnp.int32)
-    ranks = jnp.zeros_like(order).at[jnp.arange(cams)[:, None], order].set(jnp.arange(n, dtype=jnp.int32)[None])
-    ranks = ranks.reshape(-1)
+    # Camera b is complete iff its instances' slots all end within capacity. The cumsum is exact up
+    # to the first instance past capacity (capacity < MAX_SLOTS), whatever happens after it.
+    past = ends > capacity
+    first_past = jnp.argmax(past) // n
+    camera_overflow = jnp.any(past) & (jnp.arange(cams) >= first_past)
+    total = jnp.minimum(ends[-1], capacity)
 
     # Expand instances into slots: slot e belongs to the instance whose [start, end) holds e.
     e = jnp.arange(capacity, dtype=jnp.int32)
@@ -123,15 +136,9 @@ def bin_and_sort(means2d: jax.Array, radii: jax.Array, depths: jax.Array, grid: 
     tx = x0[inst] + local % w[inst]
     ty = y0[inst] + local // w[inst]
     cam = inst // n
-    tile = cam * grid.tiles_per_camera + ty * grid.tiles_x + tx
-    key = (tile.astype(jnp.uint32) << depth_bits) | ranks[inst].astype(jnp.uint32)
-    key = jnp.where(e < total, key, jnp.uint32(0xFFFFFFFF))
-    key = jax.lax.sort(key)
-
-    s_tile = (key >> depth_bits).astype(jnp.int32)
-    s_rank = (key & jnp.uint32((1 << depth_bits) - 1)).astype(jnp.int32)
-    s_cam = jnp.clip(s_tile // grid.tiles_per_camera, 0, cams - 1)
-    sorted_gid = s_cam * n + order[s_cam, jnp.clip(s_rank, 0, n - 1)]
+    tile = jnp.where(e < total, cam * grid.tiles_per_camera + ty * grid.tiles_x + tx, grid.num_tiles)
+    depth = jax.lax.stop_gradient(depths).reshape(-1)[inst]
+    s_tile, sorted_gid = sort_slots(tile.astype(jnp.int32), depth, inst)
 
     tiles = jnp.arange(grid.num_tiles, dtype=jnp.int32)
     tile_start = jnp.searchsorted(s_tile, tiles, side="left").astype(jnp.int32)
@@ -151,4 +158,5 @@ def bin_and_sort(means2d: jax.Array, radii: jax.Array, depths: jax.Array, grid: 
     slot_valid = used[:, None] & (within < tile_count[c_tile][:, None])
     pos = jnp.clip(tile_start[c_tile][:, None] + within, 0, capacity - 1)
     slot_gid = jnp.where(slot_valid, sorted_gid[pos], 0)
-    return ChunkLayout(slot_gid, slot_valid, c_tile, k, last, ch_end[-1], total)
+    camera_intersections = jnp.sum(counts.reshape(cams, n), axis=1)
+    return ChunkLayout(slot_gid, slot_valid, c_tile, k, last, ch_end[-1], camera_intersections, camera_overflow)

@@ -1,15 +1,15 @@
-"""Input validation for the renderer: shapes at trace time, finiteness at run time.
+"""Input validation for the renderer: shapes at trace time, finiteness for eager calls.
 
 Concrete (eager) inputs are checked with numpy and raise :class:`InputError` at once. Traced inputs
-(under ``jit``/``grad``) get a host callback that raises the same error when the values arrive,
-so a NaN from upstream surfaces as a one-line message instead of a garbage image or a crash deep
-inside a kernel.
+(under ``jit``/``grad``) are not checked for finiteness: a check there would need a host callback,
+which cannot be exported, costs a host round trip in every sharded step, and surfaces as a runtime
+error rather than an ``InputError``. Inside a jitted step, check the loss instead (a NaN input
+gives a NaN image).
 """
 
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from avatar_jax.errors import InputError
@@ -20,51 +20,38 @@ def is_concrete(*trees) -> bool:
     return not any(isinstance(x, jax.core.Tracer) for t in trees for x in jax.tree_util.tree_leaves(t))
 
 
-def check_shapes(means, quats, scales, opacities, colors) -> None:
-    n = means.shape[0] if means.ndim == 2 else -1
-    expected = {
-        "means": ((n, 3), means.shape),
-        "quats": ((n, 4), quats.shape),
-        "scales": ((n, 3), scales.shape),
-        "opacities": ((n,), opacities.shape),
-    }
-    if means.ndim != 2 or means.shape[1] != 3:
-        raise InputError(f"render: means must have shape (N,3), got {means.shape}")
+def check_shapes(means, quats, scales, opacities, colors, cameras: int | None = None) -> None:
+    """Gaussians ``(N,...)`` shared by the cameras, or ``(B,N,...)`` with one set per camera of a batch.
+
+    ``cameras``: ``B`` of a camera batch, ``None`` for a single camera.
+    """
+    if means.ndim not in (2, 3) or means.shape[-1] != 3:
+        raise InputError(f"render: means must have shape (N,3) or (B,N,3), got {tuple(means.shape)}")
+    lead = tuple(means.shape[:-2])
+    if lead and lead != (cameras,):
+        where = "a single camera" if cameras is None else f"a batch of {cameras} cameras"
+        raise InputError(f"render: per-camera Gaussians {tuple(means.shape)} need one set per camera, got {where}")
+    n = means.shape[-2]
+    expected = {"quats": (lead + (n, 4), quats.shape), "scales": (lead + (n, 3), scales.shape),
+                "opacities": (lead + (n,), opacities.shape)}
     for name, (want, got) in expected.items():
         if tuple(got) != want:
             raise InputError(f"render: {name} must have shape {want} for N={n} Gaussians, got {tuple(got)}")
-    if not (colors.shape == (n, 3) or (colors.ndim == 3 and colors.shape[0] == n and colors.shape[2] == 3)):
-        raise InputError(f"render: colors must be RGB (N,3) or SH (N,K,3) with N={n}, got {tuple(colors.shape)}")
-
-
-def _report(names: tuple[str, ...], bad) -> None:
-    bad = np.asarray(bad)
-    if bad.any():
-        which = ", ".join(n for n, b in zip(names, bad, strict=True) if b)
-        raise InputError(f"render: non-finite values (NaN or inf) in {which}; expected finite Gaussians and camera")
+    rgb = colors.shape == lead + (n, 3)
+    sh = colors.ndim == len(lead) + 3 and colors.shape[: len(lead) + 1] == lead + (n,) and colors.shape[-1] == 3
+    if not (rgb or sh):
+        raise InputError(f"render: colors must be RGB {lead + (n, 3)} or SH {lead + (n, 'K', 3)}, "
+                         f"got {tuple(colors.shape)}")
 
 
 def check_finite(named: dict[str, jax.Array]) -> None:
-    """Raise :class:`InputError` naming every array in ``named`` that holds a NaN or inf."""
-    names = tuple(named)
-    if is_concrete(list(named.values())):
-        _report(names, [not np.all(np.isfinite(np.asarray(a))) for a in named.values()])
+    """Eager inputs: raise :class:`InputError` naming every array in ``named`` with a NaN or inf.
+
+    Traced inputs are left alone (see the module docstring).
+    """
+    if not is_concrete(list(named.values())):
         return
-    flags = jnp.stack([~jnp.all(jnp.isfinite(jax.lax.stop_gradient(a))) for a in named.values()])
-    jax.debug.callback(lambda b: _report(names, b), flags)
-
-
-def _report_overflow(count, capacity: int) -> None:
-    if int(count) > capacity:
-        raise InputError(
-            f"render: {int(count)} tile-Gaussian intersections exceed capacity={capacity}; "
-            f"pass capacity >= {int(count)} (or capacity=None for an exact bound)"
-        )
-
-
-def check_capacity(count: jax.Array, capacity: int) -> None:
-    """Refuse (never truncate) when the intersections do not fit the static capacity."""
-    if is_concrete(count):
-        _report_overflow(count, capacity)
-    else:
-        jax.debug.callback(lambda c: _report_overflow(c, capacity), count)
+    bad = [name for name, a in named.items() if not np.all(np.isfinite(np.asarray(a)))]
+    if bad:
+        raise InputError(f"render: non-finite values (NaN or inf) in {', '.join(bad)}; "
+                         "expected finite Gaussians and camera")

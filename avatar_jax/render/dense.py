@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from avatar_jax.geometry import Camera
 from avatar_jax.render import binning
-from avatar_jax.render.renderer import RenderOutput, _cameras, _project_all
+from avatar_jax.render.renderer import RenderOutput, camera_arrays, project_instances
 
 
 def _pixels(feats, radius, u, v, tx, ty):
@@ -51,7 +51,7 @@ def _pixels(feats, radius, u, v, tx, ty):
 
 @functools.partial(jax.jit, static_argnames=("width", "height", "block"))
 def _dense(means, quats, scales, opacities, colors, viewmats, Ks, background, width, height, block):
-    feats, _, radii, depths = _project_all(means, quats, scales, opacities, colors, viewmats, Ks)
+    feats, _, radii, depths = project_instances(means, quats, scales, opacities, colors, viewmats, Ks, width, height)
     cams, n = depths.shape
     feats = feats.reshape(cams, n, -1)
     radii = radii.reshape(cams, n)
@@ -78,8 +78,8 @@ def _dense(means, quats, scales, opacities, colors, viewmats, Ks, background, wi
 def render_dense(means, quats, scales, opacities, colors, camera: Camera, *, background=(0.0, 0.0, 0.0),
                  block: int = 1024) -> RenderOutput:
     """Same inputs and outputs as :func:`avatar_jax.render.render`; ``block`` pixels per step."""
-    single, viewmats, Ks = _cameras(camera)
+    single, viewmats, Ks = camera_arrays(camera)
     bg = jnp.broadcast_to(jnp.asarray(background, jnp.float32), (3,))
     out = _dense(jnp.asarray(means), jnp.asarray(quats), jnp.asarray(scales), jnp.asarray(opacities),
                  jnp.asarray(colors), viewmats, Ks, bg, camera.width, camera.height, block)
-    return RenderOutput(*(x[0] for x in out)) if single else out
+    return RenderOutput(*(x[0] for x in out[:3])) if single else out

@@ -1,7 +1,9 @@
 """EWA projection of 3D Gaussians to screen space for one camera (DESIGN.md rasterisation rules).
 
 Per Gaussian: ``Sigma = R S S^T R^T`` (R from the (w,x,y,z) quaternion, normalised here), camera-space
-mean ``t = W mu + w``, Jacobian ``J`` of the pinhole map at ``t``, ``Sigma2D = J W Sigma W^T J^T + 0.3 I``,
+mean ``t = W mu + w``, Jacobian ``J`` of the pinhole map at ``t`` with ``x/z`` and ``y/z`` clamped to
+``+-1.3 tan(fov/2)`` (the 3DGS rule: a Gaussian far outside the view at small depth would otherwise get a
+huge, meaningless footprint; the mean itself is not clamped), ``Sigma2D = J W Sigma W^T J^T + 0.3 I``,
 conic ``Sigma2D^-1`` and integer radius ``ceil(3 sqrt(lambda_max))``. Culled Gaussians (``z < 0.01``)
 get radius 0, which makes them touch no tile. Everything is plain jnp, so gradients reach the means,
 quaternions, scales and the camera's ``viewmat`` through ordinary autodiff.
@@ -18,6 +20,7 @@ from avatar_jax.geometry import quaternion
 
 EPS2D = 0.3
 NEAR = 0.01
+JACOBIAN_CLAMP = 1.3  # x/z, y/z limited to this many tan(fov/2) for the Jacobian only
 
 
 class Projected(NamedTuple):
@@ -25,6 +28,7 @@ class Projected(NamedTuple):
     conics: jax.Array  # (N,3) upper triangle (a, b, c) of Sigma2D^-1
     depths: jax.Array  # (N,) camera-space z
     radii: jax.Array  # (N,) float holding an integer; 0 = culled
+    opacities: jax.Array  # (N,) opacities to composite with (antialias-compensated when asked; 0 = culled)
 
 
 def covariance3d(quats: jax.Array, scales: jax.Array) -> jax.Array:
@@ -33,8 +37,14 @@ def covariance3d(quats: jax.Array, scales: jax.Array) -> jax.Array:
     return rs @ jnp.swapaxes(rs, -1, -2)
 
 
-def project(means: jax.Array, quats: jax.Array, scales: jax.Array, viewmat: jax.Array, K: jax.Array) -> Projected:
-    """Project ``N`` Gaussians with one camera (``viewmat (4,4)``, ``K (3,3)``)."""
+def project(means: jax.Array, quats: jax.Array, scales: jax.Array, opacities: jax.Array, viewmat: jax.Array,
+            K: jax.Array, width: int, height: int, antialiased: bool = False) -> Projected:
+    """Project ``N`` Gaussians with one camera (``viewmat (4,4)``, ``K (3,3)``, image ``width x height``).
+
+    ``antialiased``: multiply each opacity by ``sqrt(det(Sigma2D - 0.3 I) / det(Sigma2D))`` (the
+    mip-splatting compensation gsplat calls "antialiased"), so that the 0.3 px blur does not make thin
+    or distant Gaussians look fatter and brighter than they are.
+    """
     rot, trans = viewmat[:3, :3], viewmat[:3, 3]
     t = means @ rot.T + trans
     x, y, z = t[:, 0], t[:, 1], t[:, 2]
@@ -42,9 +52,13 @@ def project(means: jax.Array, quats: jax.Array, scales: jax.Array, viewmat: jax.
     zs = jnp.where(valid, z, 1.0)  # keeps culled rows finite so no NaN leaks into gradients
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     means2d = jnp.stack([fx * x / zs + cx, fy * y / zs + cy], axis=-1)
+    lim_x = JACOBIAN_CLAMP * width / (2.0 * fx)
+    lim_y = JACOBIAN_CLAMP * height / (2.0 * fy)
+    xc = zs * jnp.clip(x / zs, -lim_x, lim_x)
+    yc = zs * jnp.clip(y / zs, -lim_y, lim_y)
     zero = jnp.zeros_like(zs)
     jac = jnp.stack(
-        [jnp.stack([fx / zs, zero, -fx * x / (zs * zs)], -1), jnp.stack([zero, fy / zs, -fy * y / (zs * zs)], -1)],
+        [jnp.stack([fx / zs, zero, -fx * xc / (zs * zs)], -1), jnp.stack([zero, fy / zs, -fy * yc / (zs * zs)], -1)],
         axis=-2,
     )  # (N,2,3)
     jw = jac @ rot
@@ -55,10 +69,14 @@ def project(means: jax.Array, quats: jax.Array, scales: jax.Array, viewmat: jax.
     det = a * c - b * b
     valid = valid & (det > 0)
     det = jnp.where(valid, det, 1.0)
+    if antialiased:
+        det_blur_free = cov2d[:, 0, 0] * cov2d[:, 1, 1] - b * b
+        opacities = opacities * jnp.sqrt(jnp.clip(det_blur_free / det, 0.0, 1.0))
     conics = jnp.stack([c / det, -b / det, a / det], axis=-1)
     mid = 0.5 * (a + c)
     lam = mid + jnp.sqrt(jnp.maximum(mid * mid - det, 0.0))
     radii = jnp.where(valid, jnp.ceil(3.0 * jnp.sqrt(jax.lax.stop_gradient(lam))), 0.0)
     means2d = jnp.where(valid[:, None], means2d, 0.0)
     conics = jnp.where(valid[:, None], conics, 0.0)
-    return Projected(means2d, conics, z, jax.lax.stop_gradient(radii))
+    opacities = jnp.where(valid, opacities, 0.0)
+    return Projected(means2d, conics, z, jax.lax.stop_gradient(radii), opacities)

@@ -52,7 +52,10 @@ def _one_camera(means, quats, scales, opacities, colors, viewmat, K, width, heig
         if z < 0.01:
             continue
         fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
-        jac = np.array([[fx / z, 0, -fx * x / z**2], [0, fy / z, -fy * y / z**2]])
+        # The Jacobian (only) sees x/z, y/z clamped to 1.3 tan(fov/2), the 3DGS rule.
+        xj = z * np.clip(x / z, -1.3 * width / (2 * fx), 1.3 * width / (2 * fx))
+        yj = z * np.clip(y / z, -1.3 * height / (2 * fy), 1.3 * height / (2 * fy))
+        jac = np.array([[fx / z, 0, -fx * xj / z**2], [0, fy / z, -fy * yj / z**2]])
         cov = jac @ rot @ sigma[g] @ rot.T @ jac.T + 0.3 * np.eye(2)
         if np.linalg.det(cov) <= 0:
             continue

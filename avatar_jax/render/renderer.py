@@ -2,13 +2,19 @@
 
 Capacity (the static number of tile-Gaussian intersection slots) is the one data-dependent size:
 
-* ``capacity=None`` with concrete inputs (eager call): the exact count is computed first and the
-  capacity is the next power of two above it, so recompiles are rare and nothing is dropped.
-* ``capacity=None`` under ``jit``/``grad`` tracing: a conservative bound ``cameras x N x tiles``
-  that can never overflow (memory ``O(N x tiles)``, not ``O(N x pixels)``). For training at scale
-  pass ``capacity`` (e.g. from :func:`intersection_count` on a representative frame, with slack).
-* an explicit ``capacity``: eager calls that overflow retry with a large-enough capacity; traced
-  calls that overflow raise an :class:`~avatar_jax.errors.InputError` at run time. Never truncated.
+* eager call (concrete inputs): the exact count is computed first; ``capacity=None`` or one that is
+  too small becomes the next power of two above it (recompiles are rare, nothing is dropped).
+* traced call (under ``jit``/``grad``) with ``capacity=None``: :func:`auto_capacity`, at most
+  ``AUTO_TILES_PER_GAUSSIAN`` tiles per Gaussian and camera (never more than every tile), which keeps
+  the temporaries below the dense splatter's; for training pass ``capacity`` (e.g. from
+  :func:`intersection_count` on a representative frame, with slack).
+* traced call that overflows: there is no host round trip under ``jit`` (no callbacks, so the render
+  exports and shards), so the overflow is an *output*: ``RenderOutput.overflow`` is True for every
+  camera whose intersections did not all fit, and that camera's ``rgb``/``alpha``/``depth`` are NaN
+  (never a plausible but wrong image). ``n_intersections`` holds the exact per-camera counts.
+  A training step should treat ``overflow.any()`` like a non-finite loss: skip the update (keep the
+  old parameters and optimizer state via ``jnp.where``/``lax.cond``), count the skipped steps, and
+  raise ``capacity`` above ``n_intersections.sum()`` for the next compile.
 """
 
 from __future__ import annotations
@@ -16,9 +22,9 @@ from __future__ import annotations
 import functools
 from typing import NamedTuple
 
-import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from avatar_jax.errors import InputError
 from avatar_jax.geometry import Camera
@@ -33,10 +39,18 @@ CHUNK = {"tpu": 128, "gpu": 64, "xla": 16, "interpret": 16}
 XLA_BATCH = 256  # chunks per lax.map step on the XLA path (measured best on a 2-core CPU)
 
 
+# Traced calls without ``capacity`` reserve this many tile slots per Gaussian and camera: a footprint of
+# 16 tiles (64x64 px); the person scene needs 3-5. At ~0.5 KB per slot that is ~8 KB per Gaussian,
+# below the dense splatter's per-Gaussian share of its pixel blocks (tests/render/test_memory.py).
+AUTO_TILES_PER_GAUSSIAN = 16
+
+
 class RenderOutput(NamedTuple):
     rgb: jax.Array  # (H,W,3) or (B,H,W,3)
     alpha: jax.Array  # (H,W) or (B,H,W)
     depth: jax.Array  # (H,W) or (B,H,W): expected camera-space depth, sum z_i alpha_i T_i
+    n_intersections: jax.Array | None = None  # () or (B,) int32: tile-Gaussian intersections per camera
+    overflow: jax.Array | None = None  # () or (B,) bool: True where the capacity was too small (image NaN)
 
 
 def _resolve_backend(backend: str, pallas_platform: str | None, interpret: bool | None):
@@ -55,7 +69,7 @@ def _resolve_backend(backend: str, pallas_platform: str | None, interpret: bool 
     return "pallas", flavour, interpret
 
 
-def _cameras(camera: Camera):
+def camera_arrays(camera: Camera):
     if not isinstance(camera, Camera):
         raise InputError(f"render: camera must be an avatar_jax.geometry.Camera, got {type(camera).__name__}")
     single = camera.batch_shape == ()
@@ -64,34 +78,55 @@ def _cameras(camera: Camera):
     return single, viewmats, Ks
 
 
-def _project_all(means, quats, scales, opacities, colors, viewmats, Ks):
-    """Per camera projection -> flat instance features ``(B*N, F)``, radii ``(B*N,)``, depths ``(B,N)``."""
-    proj = jax.vmap(project, in_axes=(None, None, None, 0, 0))(means, quats, scales, viewmats, Ks)
+def project_instances(means, quats, scales, opacities, colors, viewmats, Ks, width, height, antialiased=False):
+    """Per camera projection -> flat instance features ``(B*N, F)``, radii ``(B*N,)``, depths ``(B,N)``.
+
+    Gaussians are shared by all cameras (``means (N,3)``...) or given per camera (``(B,N,3)``...).
+    """
+    per_camera = means.ndim == 3
+    g_axis = 0 if per_camera else None
+    proj = jax.vmap(functools.partial(project, width=width, height=height, antialiased=antialiased),
+                    in_axes=(g_axis, g_axis, g_axis, g_axis, 0, 0))(means, quats, scales, opacities, viewmats, Ks)
     cams, n = proj.depths.shape
-    if colors.ndim == 3:
+    if colors.ndim == means.ndim + 1:  # SH coefficients
         rot, trans = viewmats[:, :3, :3], viewmats[:, :3, 3]
         cam_pos = -jnp.einsum("bji,bj->bi", rot, trans)
-        rgb = jax.vmap(sh.eval_colors, in_axes=(None, None, 0))(colors, means, cam_pos)
+        rgb = jax.vmap(sh.eval_colors, in_axes=(g_axis, g_axis, 0))(colors, means, cam_pos)
     else:
         rgb = jnp.broadcast_to(colors, (cams, n, 3))
-    op = jnp.where(proj.radii > 0, opacities[None], 0.0)
     feats = jnp.concatenate(
-        [proj.means2d, proj.conics, op[..., None], rgb, proj.depths[..., None]], axis=-1
+        [proj.means2d, proj.conics, proj.opacities[..., None], rgb, proj.depths[..., None]], axis=-1
     ).reshape(cams * n, NUM_FEATURES)
     return feats, proj.means2d.reshape(cams * n, 2), proj.radii.reshape(-1), proj.depths
 
 
 @functools.partial(jax.jit, static_argnames=("width", "height"))
-def _count(means, quats, scales, viewmats, Ks, width, height):
-    proj = jax.vmap(project, in_axes=(None, None, None, 0, 0))(means, quats, scales, viewmats, Ks)
+def _count(means, quats, scales, opacities, viewmats, Ks, width, height):
+    """Per-camera intersection counts ``(B,)`` int32."""
+    g_axis = 0 if means.ndim == 3 else None
+    proj = jax.vmap(functools.partial(project, width=width, height=height),
+                    in_axes=(g_axis, g_axis, g_axis, g_axis, 0, 0))(means, quats, scales, opacities, viewmats, Ks)
     grid = binning.TileGrid(width, height, viewmats.shape[0])
-    return binning.count_intersections(proj.means2d.reshape(-1, 2), proj.radii.reshape(-1), grid)
+    return binning.camera_counts(proj.means2d.reshape(-1, 2), proj.radii.reshape(-1), grid)
 
 
-def intersection_count(means, quats, scales, camera: Camera) -> int:
-    """Number of (tile, Gaussian) intersections for these Gaussians and camera(s) (eager)."""
-    _, viewmats, Ks = _cameras(camera)
-    return int(_count(means, quats, scales, viewmats, Ks, camera.width, camera.height))
+def intersection_count(means, quats, scales, camera: Camera, opacities=None) -> int:
+    """Number of (tile, Gaussian) intersections for these Gaussians and camera(s), summed over cameras (eager).
+
+    Gaussians are ``(N,...)`` shared by the cameras or ``(B,N,...)`` per camera, as :func:`render` takes them.
+    """
+    _, viewmats, Ks = camera_arrays(camera)
+    means = jnp.asarray(means)
+    if opacities is None:
+        opacities = jnp.ones(means.shape[:-1], means.dtype)
+    counts = _count(means, jnp.asarray(quats), jnp.asarray(scales), jnp.asarray(opacities), viewmats, Ks,
+                    camera.width, camera.height)
+    return int(np.sum(np.asarray(counts, np.int64)))
+
+
+def auto_capacity(num_gaussians: int, grid: binning.TileGrid) -> int:
+    """Slots a traced call without ``capacity`` reserves: ``cameras x N x min(tiles, AUTO_TILES_PER_GAUSSIAN)``."""
+    return max(1, grid.cameras * num_gaussians * min(grid.tiles_per_camera, AUTO_TILES_PER_GAUSSIAN))
 
 
 def _pow2(x: int) -> int:
@@ -101,15 +136,16 @@ def _pow2(x: int) -> int:
 def render(means, quats, scales, opacities, colors, camera: Camera, *, background=(0.0, 0.0, 0.0),
            backend: str = "auto", capacity: int | None = None, chunk: int | None = None,
            pallas_platform: str | None = None, interpret: bool | None = None,
-           check_finite: bool = True) -> RenderOutput:
+           check_finite: bool = True, antialiased: bool = False, normalize_depth: bool = False) -> RenderOutput:
     """Render 3D Gaussians with the 3DGS/gsplat rules of DESIGN.md.
 
     Args:
-      means: ``(N,3)`` world positions.
-      quats: ``(N,4)`` rotations (w,x,y,z), normalised here.
-      scales: ``(N,3)`` linear standard deviations.
-      opacities: ``(N,)`` in [0,1].
-      colors: ``(N,3)`` RGB, or ``(N,K,3)`` SH coefficients, ``K = (d+1)^2``, ``d <= 3``.
+      means: ``(N,3)`` world positions shared by every camera, or ``(B,N,3)``: one set per camera of a
+        batch of ``B`` (e.g. the frames of a talking sequence, one camera each).
+      quats: ``(N,4)`` / ``(B,N,4)`` rotations (w,x,y,z), normalised here.
+      scales: ``(N,3)`` / ``(B,N,3)`` linear standard deviations.
+      opacities: ``(N,)`` / ``(B,N)`` in [0,1].
+      colors: ``(N,3)`` RGB, or ``(N,K,3)`` SH coefficients, ``K = (d+1)^2``, ``d <= 3`` (``(B,...)`` likewise).
       camera: one :class:`Camera` (outputs ``(H,W,...)``) or a batch (outputs ``(B,H,W,...)``).
       background: ``(3,)`` colour behind the Gaussians (differentiable).
       backend: ``"auto"`` (pallas on GPU/TPU, xla on CPU), ``"pallas"`` or ``"xla"``.
@@ -118,62 +154,73 @@ def render(means, quats, scales, opacities, colors, camera: Camera, *, backgroun
         Gaussians are processed in several blocks.
       pallas_platform: kernel flavour, ``"tpu"`` (Mosaic) or ``"gpu"`` (Triton); default: the device's.
       interpret: run Pallas in interpret mode (default: True when no GPU/TPU is present).
-      check_finite: raise :class:`InputError` on NaN/inf inputs (a host callback under jit).
+      check_finite: eager calls only: raise :class:`InputError` on NaN/inf inputs. Under tracing it
+        does nothing (no host callbacks inside ``jit``); check the loss there instead.
+      antialiased: mip-splatting opacity compensation (gsplat's ``antialiased`` mode).
+      normalize_depth: return expected depth divided by alpha (0 where alpha is 0) instead of
+        the unnormalised ``sum z_i alpha_i T_i``.
 
     Returns:
-      :class:`RenderOutput` with ``rgb``, ``alpha = 1 - T_final`` and expected ``depth``.
+      :class:`RenderOutput` with ``rgb``, ``alpha = 1 - T_final``, expected ``depth``, and per camera
+      ``n_intersections`` and ``overflow`` (see the module docstring).
     """
     means, quats, scales, opacities, colors = (jnp.asarray(a) for a in (means, quats, scales, opacities, colors))
-    checks.check_shapes(means, quats, scales, opacities, colors)
-    single, viewmats, Ks = _cameras(camera)
+    single, viewmats, Ks = camera_arrays(camera)
+    checks.check_shapes(means, quats, scales, opacities, colors, cameras=None if single else viewmats.shape[0])
     dtype = jnp.result_type(means.dtype, jnp.float32)
     background = jnp.broadcast_to(jnp.asarray(background, dtype), (3,))
-    chex.assert_rank([means, quats, scales, opacities], [2, 2, 2, 1])
     if check_finite:
         checks.check_finite(dict(means=means, quats=quats, scales=scales, opacities=opacities, colors=colors,
                                  viewmat=viewmats, K=Ks, background=background))
-    if colors.ndim == 3:
-        sh.degree_of(colors.shape[1])
+    if colors.ndim == means.ndim + 1:
+        sh.degree_of(colors.shape[-2])
     backend, flavour, interp = _resolve_backend(backend, pallas_platform, interpret)
     chunk = int(chunk or CHUNK["interpret" if interp else flavour])
     if chunk < 1 or chunk & (chunk - 1):
         raise InputError(f"render: chunk must be a positive power of two, got {chunk}")
 
-    cams, n = viewmats.shape[0], means.shape[0]
+    cams, n = viewmats.shape[0], means.shape[-2]
     grid = binning.TileGrid(camera.width, camera.height, cams)
-    binning.key_bits(n, grid)
-    eager = checks.is_concrete(means, quats, scales, viewmats, Ks)
-    if eager:
-        needed = int(_count(means, quats, scales, viewmats, Ks, camera.width, camera.height))
+    binning.check_sizes(n, grid)
+    if checks.is_concrete(means, quats, scales, opacities, viewmats, Ks):
+        counts = _count(means, quats, scales, opacities, viewmats, Ks, camera.width, camera.height)
+        needed = int(np.sum(np.asarray(counts, np.int64)))
         if capacity is None or capacity < needed:
             capacity = _pow2(max(needed, 1))  # automatic retry outside jit: never truncate
     elif capacity is None:
-        capacity = max(1, cams * n * grid.tiles_per_camera)
+        capacity = auto_capacity(n, grid)
     capacity = int(capacity)
+    if capacity < 1 or capacity >= binning.MAX_SLOTS:
+        raise InputError(f"render: capacity must be in [1, {binning.MAX_SLOTS}), got {capacity}")
 
     out = _render_static(means, quats, scales, opacities.astype(dtype), colors.astype(dtype), viewmats, Ks,
                          background, grid=grid, capacity=capacity, chunk=chunk, backend=backend,
-                         flavour=flavour, interpret=interp)
+                         flavour=flavour, interpret=interp, antialiased=antialiased, normalize_depth=normalize_depth)
     if single:
         out = RenderOutput(*(x[0] for x in out))
     return out
 
 
-@functools.partial(jax.jit, static_argnames=("grid", "capacity", "chunk", "backend", "flavour", "interpret"))
+@functools.partial(jax.jit, static_argnames=("grid", "capacity", "chunk", "backend", "flavour", "interpret",
+                                             "antialiased", "normalize_depth"))
 def _render_static(means, quats, scales, opacities, colors, viewmats, Ks, background, *, grid, capacity, chunk,
-                   backend, flavour, interpret):
-    feats, means2d, radii, depths = _project_all(means, quats, scales, opacities, colors, viewmats, Ks)
+                   backend, flavour, interpret, antialiased, normalize_depth):
+    feats, means2d, radii, depths = project_instances(means, quats, scales, opacities, colors, viewmats, Ks,
+                                                 grid.width, grid.height, antialiased)
     layout = binning.bin_and_sort(means2d, radii, depths, grid, capacity=capacity, chunk=chunk)
-    checks.check_capacity(layout.n_intersections, capacity)
     slot_feats = feats[layout.slot_gid]
     slot_feats = jnp.where(layout.slot_valid[..., None], slot_feats, 0.0)  # padding: opacity 0
     spec = splat.TileSpec(grid.tiles_x, grid.tiles_per_camera, grid.num_tiles, backend, flavour, interpret,
                           XLA_BATCH)
     colour, depth, trans = splat.rasterize(spec, slot_feats, layout.chunk_tile, layout.chunk_k, layout.chunk_last,
                                            layout.n_chunks)
-    rgb = colour + trans[..., None] * background
-    out = [rgb, 1.0 - trans, depth]
-    return RenderOutput(*(_untile(x, grid) for x in out))
+    rgb, alpha, depth = (_untile(x, grid) for x in (colour + trans[..., None] * background, 1.0 - trans, depth))
+    if normalize_depth:
+        depth = jnp.where(alpha > 0, depth / jnp.where(alpha > 0, alpha, 1.0), 0.0)
+    # An overflowing camera lost intersections: poison its image rather than return a wrong one.
+    poison = jnp.where(layout.camera_overflow, jnp.nan, 0.0).astype(rgb.dtype)
+    rgb, alpha, depth = rgb + poison[:, None, None, None], alpha + poison[:, None, None], depth + poison[:, None, None]
+    return RenderOutput(rgb, alpha, depth, layout.camera_intersections, layout.camera_overflow)
 
 
 def _untile(x: jax.Array, grid: binning.TileGrid) -> jax.Array:

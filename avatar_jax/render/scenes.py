@@ -78,3 +78,24 @@ def crowded_tile_scene(rng: np.random.Generator, n: int, camera: Camera, *, scal
     return dict(means=means, quats=np.tile([1.0, 0, 0, 0], (n, 1)).astype(np.float32),
                 scales=np.full((n, 3), scale, np.float32), opacities=np.full(n, opacity, np.float32),
                 colors=rng.uniform(size=(n, 3)).astype(np.float32))
+
+
+def border_scene(rng: np.random.Generator, n: int, camera: Camera) -> dict:
+    """``n`` Gaussians close to a single ``camera`` (z 0.05-0.6) at the edges of its view and beyond.
+
+    Their ``x/z``, ``y/z`` lie between 0.7 and 2.5 times ``tan(fov/2)``, so many sit past the Jacobian
+    clamp (1.3 tan(fov/2)) while their footprints still reach the image: the case the clamp is for.
+    """
+    vm, K = np.asarray(camera.viewmat, np.float64), np.asarray(camera.K, np.float64)
+    tan_x, tan_y = camera.width / (2 * K[0, 0]), camera.height / (2 * K[1, 1])
+    z = rng.uniform(0.05, 0.6, size=n)
+    sx, sy = rng.choice([-1.0, 1.0], size=(2, n))
+    x = sx * rng.uniform(0.7, 2.5, size=n) * tan_x * z
+    y_out = sy * rng.uniform(0.7, 2.5, size=n) * tan_y  # half of them also past the top/bottom edge
+    y = np.where(rng.uniform(size=n) < 0.5, y_out, rng.uniform(-1, 1, n) * tan_y) * z
+    cam_pts = np.stack([x, y, z, np.ones(n)], -1)
+    world = (np.linalg.inv(vm) @ cam_pts.T).T[:, :3]
+    return dict(means=world.astype(np.float32), quats=rng.normal(size=(n, 4)).astype(np.float32),
+                scales=np.exp(rng.uniform(np.log(0.005), np.log(0.05), size=(n, 3))).astype(np.float32),
+                opacities=rng.uniform(0.2, 1.0, size=n).astype(np.float32),
+                colors=rng.uniform(size=(n, 3)).astype(np.float32))

@@ -15,7 +15,7 @@ FLAVOURS = ["tpu", "gpu"]
 
 
 def assert_close(out, ref, atol=1e-5):
-    for name, a, b in zip(("rgb", "alpha", "depth"), out, ref, strict=True):
+    for name, a, b in zip(("rgb", "alpha", "depth"), out[:3], ref[:3], strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=atol, rtol=1e-5, err_msg=name)
 
 
