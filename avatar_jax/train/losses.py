@@ -54,7 +54,8 @@ def image_terms(rendered: jax.Array, frames: jax.Array, mask: jax.Array, *, dssi
     chex.assert_shape(mask, rendered.shape[:-1])
     if rendered.shape[-1] != 3:
         raise InputError(f"image loss expects (..., H, W, 3) frames, got {rendered.shape}")
-    mask = mask.astype(jnp.float32)
+    # float32 sums even when the model renders in bfloat16 (a 256^2 x T mean loses everything in bf16)
+    rendered, frames, mask = (x.astype(jnp.float32) for x in (rendered, frames, mask))
     l1 = jnp.mean(jnp.abs(rendered - frames), axis=-1)  # (..., H, W)
     photo = (1.0 - dssim_weight) * l1
     if dssim_weight:

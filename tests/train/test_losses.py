@@ -225,3 +225,19 @@ def test_total_loss_jits_and_differentiates(clip):
 
     g = jax.grad(f)(frames * 0.9)
     assert np.isfinite(float(f(frames * 0.9))) and np.all(np.isfinite(np.asarray(g)))
+
+
+def test_batched_terms_equal_the_mean_of_per_sample_terms(clip):
+    frames, mask = clip
+    rng = np.random.default_rng(7)
+    other = jnp.asarray(rng.uniform(0, 1, frames.shape), jnp.float32)
+    both = losses.image_terms(jnp.stack([frames, other]), jnp.stack([frames, frames]), jnp.stack([mask, mask]))
+    single = losses.image_terms(other, frames, mask)
+    np.testing.assert_allclose(float(both["image"]), float(single["image"]) / 2, rtol=1e-5)
+    bf16 = losses.image_terms(other.astype(jnp.bfloat16), frames, mask)["image"]
+    assert bf16.dtype == jnp.float32 and abs(float(bf16) - float(single["image"])) < 1e-2
+    means = jnp.asarray(rng.normal(size=(2, 5, 4, 3)), jnp.float32)  # (B, T, N, 3)
+    transforms = se3.identity((2, 5, 3))
+    batched = jax.jit(losses.temporal_terms)(transforms, means)
+    per = [jax.jit(losses.temporal_terms)(transforms[b], means[b])["means_accel"] for b in range(2)]
+    np.testing.assert_allclose(float(batched["means_accel"]), float(np.mean(per)), rtol=1e-5)
