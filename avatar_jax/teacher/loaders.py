@@ -14,6 +14,7 @@ from flax import nnx
 
 from avatar_jax.teacher import checkpoint as ck
 from avatar_jax.teacher.dit import WanDiT, WanDiTSpec
+from avatar_jax.teacher.vae import Resample, WanVAE, WanVAESpec
 
 # ------------------------------------------------------------------------------------------------ DiT
 
@@ -92,4 +93,102 @@ def load_wan_dit(path: str, **options) -> WanDiT:
     # each parameter keeps its declared dtype: param_dtype, except the time path and the modulation
     # tables, which stay float32 (upstream keeps them fp32)
     ck.fill(model, weights, wan_dit_plan(spec), os.fspath(path))
+    return model
+
+
+# ------------------------------------------------------------------------------------------------ VAE
+
+
+def wan_vae_spec(config: dict, **options) -> WanVAESpec:
+    """Our :class:`WanVAESpec` from a diffusers ``AutoencoderKLWan`` config dict."""
+    if config.get("is_residual", False) or config.get("patch_size") is not None:
+        raise ck.TeacherWeightsError("the Wan2.2 VAE (is_residual / patch_size) is not supported; use the Wan2.1 VAE")
+    if config.get("attn_scales"):
+        raise ck.TeacherWeightsError(f"attn_scales={config['attn_scales']} is not supported (Wan2.1 uses [])")
+    if config.get("decoder_base_dim") not in (None, config.get("base_dim", 96)):
+        raise ck.TeacherWeightsError("a decoder_base_dim different from base_dim is not supported")
+    return WanVAESpec(
+        base_dim=int(config.get("base_dim", 96)),
+        z_dim=int(config.get("z_dim", 16)),
+        dim_mult=tuple(config.get("dim_mult", (1, 2, 4, 4))),
+        num_res_blocks=int(config.get("num_res_blocks", 2)),
+        temperal_downsample=tuple(bool(b) for b in config.get("temperal_downsample", (False, True, True))),
+        in_channels=int(config.get("in_channels", 3)),
+        out_channels=int(config.get("out_channels", 3)),
+        latents_mean=tuple(float(v) for v in config.get("latents_mean") or ()),
+        latents_std=tuple(float(v) for v in config.get("latents_std") or ()),
+        **options,
+    )
+
+
+def _conv3(target: tuple, key: str) -> ck.Plan:
+    return [((*target, "kernel"), f"{key}.weight", ck.conv3d_t), ((*target, "bias"), f"{key}.bias", ck.copy)]
+
+
+def _conv2(target: tuple, key: str) -> ck.Plan:
+    return [((*target, "kernel"), f"{key}.weight", ck.conv2d_t), ((*target, "bias"), f"{key}.bias", ck.copy)]
+
+
+def _gamma(target: tuple, key: str) -> ck.Plan:
+    return [((*target, "gamma"), f"{key}.gamma", ck.squeeze)]
+
+
+def _resblock(block, target: tuple, key: str) -> ck.Plan:
+    plan = _gamma((*target, "norm1"), f"{key}.norm1") + _conv3((*target, "conv1"), f"{key}.conv1")
+    plan += _gamma((*target, "norm2"), f"{key}.norm2") + _conv3((*target, "conv2"), f"{key}.conv2")
+    if block.conv_shortcut is not None:
+        plan += _conv3((*target, "conv_shortcut"), f"{key}.conv_shortcut")
+    return plan
+
+
+def _resample(block: Resample, target: tuple, key: str) -> ck.Plan:
+    plan = _conv2((*target, "conv"), f"{key}.resample.1")
+    if block.time_conv is not None:
+        plan += _conv3((*target, "time_conv"), f"{key}.time_conv")
+    return plan
+
+
+def _mid(block, target: tuple, key: str) -> ck.Plan:
+    plan = []
+    for j, resnet in enumerate(block.resnets):
+        plan += _resblock(resnet, (*target, "resnets", j), f"{key}.resnets.{j}")
+    a, ak = (*target, "attention"), f"{key}.attentions.0"
+    plan += _gamma((*a, "norm"), f"{ak}.norm") + _conv2((*a, "to_qkv"), f"{ak}.to_qkv") + _conv2((*a, "proj"),
+                                                                                               f"{ak}.proj")
+    return plan
+
+
+def wan_vae_plan(model: WanVAE) -> ck.Plan:
+    enc, dec = model.encoder, model.decoder
+    plan = _conv3(("encoder", "conv_in"), "encoder.conv_in")
+    for j, block in enumerate(enc.down_blocks):
+        target, key = ("encoder", "down_blocks", j), f"encoder.down_blocks.{j}"
+        plan += _resample(block, target, key) if isinstance(block, Resample) else _resblock(block, target, key)
+    plan += _mid(enc.mid_block, ("encoder", "mid_block"), "encoder.mid_block")
+    plan += _gamma(("encoder", "norm_out"), "encoder.norm_out") + _conv3(("encoder", "conv_out"), "encoder.conv_out")
+    plan += _conv3(("quant_conv",), "quant_conv") + _conv3(("post_quant_conv",), "post_quant_conv")
+    plan += _conv3(("decoder", "conv_in"), "decoder.conv_in")
+    plan += _mid(dec.mid_block, ("decoder", "mid_block"), "decoder.mid_block")
+    for i, block in enumerate(dec.up_blocks):
+        target, key = ("decoder", "up_blocks", i), f"decoder.up_blocks.{i}"
+        for j, resnet in enumerate(block.resnets):
+            plan += _resblock(resnet, (*target, "resnets", j), f"{key}.resnets.{j}")
+        if block.upsampler is not None:
+            plan += _resample(block.upsampler, (*target, "upsampler"), f"{key}.upsamplers.0")
+    plan += _gamma(("decoder", "norm_out"), "decoder.norm_out") + _conv3(("decoder", "conv_out"), "decoder.conv_out")
+    return plan
+
+
+def load_wan_vae(path: str, **options) -> WanVAE:
+    """A :class:`WanVAE` with the weights of the diffusers folder ``path`` (``TEACHER_DIR/vae``).
+
+    ``options``: :class:`WanVAESpec` fields such as ``dtype="bfloat16"``.
+    """
+    config = ck.read_config(path, "vae")
+    if config.get("_class_name", "AutoencoderKLWan") != "AutoencoderKLWan":
+        raise ck.TeacherWeightsError(f"{path} holds a {config['_class_name']}, not an AutoencoderKLWan")
+    spec = wan_vae_spec(config, **options)
+    weights = ck.read_weights(path, "vae")
+    model = nnx.eval_shape(lambda: WanVAE(spec, rngs=nnx.Rngs(0)))
+    ck.fill(model, weights, wan_vae_plan(model), os.fspath(path))
     return model
