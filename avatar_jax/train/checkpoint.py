@@ -91,6 +91,23 @@ def incompatibilities(stored, current) -> list[str]:
     return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in sorted(a.keys() & b.keys()) if a[k] != b[k]]
 
 
+def _check_same_on_all_processes(text: str) -> None:
+    """Only process 0 writes ``extra``, and every process restores it: a process whose ``extra``
+    differs (e.g. a data iterator out of step) would silently resume from another's position."""
+    if jax.process_count() == 1:
+        return
+    import hashlib
+
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    digest = np.frombuffer(hashlib.sha256(text.encode()).digest()[:8], np.int32)
+    digests = np.asarray(multihost_utils.process_allgather(digest))
+    if not (digests == digests[0]).all():
+        raise CheckpointError("checkpoint extra (data iterator state...) differs between processes; "
+                              "every process must be at the same position when it saves")
+
+
 class Checkpointer:
     """Save and restore ``(state, extra)`` steps of one run under ``workdir`` (see module doc).
 
@@ -169,15 +186,16 @@ class Checkpointer:
         the steps saved before it stay intact. Saving a step that already exists is a no-op.
         """
         self._raise_pending_error()
-        if (not force and self.every == 0) or step in self._mgr().all_steps():
+        if (not force and (self.every == 0 or not self._mgr().should_save(step))) or step in self._mgr().all_steps():
             return False
         try:
-            json.dumps(extra)
+            text = json.dumps(extra, sort_keys=True)
         except TypeError as e:
             raise InputError(f"checkpoint extra must be JSON-able: {_one_line(e)}") from e
+        _check_same_on_all_processes(text)
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(dict(extra)))
         try:
-            started = bool(self._mgr().save(step, args=args, force=force))
+            started = bool(self._mgr().save(step, args=args, force=True))
         except Exception as e:  # noqa: BLE001  (any failure of the write is reported the same way)
             raise self._save_error(step, e) from e
         if started:

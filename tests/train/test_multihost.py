@@ -97,39 +97,53 @@ def test_each_host_reads_only_its_rows_of_the_one_host_batches(data):
     assert len(set(got[0][:4]) | set(got[1][:4])) == 8
 
 
+def _launch_pair(work, data, steps, port, tmp_path, tag, *extra_args):
+    return [jobs.launch(["--workdir", work, "--data", data, "--steps", str(steps), "--mesh", MESH, *extra_args],
+                        devices=4, log_path=str(tmp_path / f"{tag}{i}.log"),
+                        env={"AVATAR_JAX_COORDINATOR": f"127.0.0.1:{port}", "AVATAR_JAX_NUM_PROCESSES": "2",
+                             "AVATAR_JAX_PROCESS_ID": str(i)})
+            for i in range(2)]
+
+
 def test_two_processes_of_four_devices_equal_one_process_of_eight(data, tmp_path):
     ref_dir = str(tmp_path / "ref")
-    reference = tiny_job.run(ref_dir, data, 4, mesh_shape={"data": 2, "model": 4})
-    ref_log = jobs.steps_log(ref_dir)
+    reference4 = tiny_job.run(ref_dir, data, 4, mesh_shape={"data": 2, "model": 4})
 
-    work, port = str(tmp_path / "mp"), jobs.free_port()
-    procs = [jobs.launch(["--workdir", work, "--data", data, "--steps", "10", "--hold-at", "4", "--mesh", MESH],
-                         devices=4, log_path=str(tmp_path / f"p{i}.log"),
-                         env={"AVATAR_JAX_COORDINATOR": f"127.0.0.1:{port}", "AVATAR_JAX_NUM_PROCESSES": "2",
-                              "AVATAR_JAX_PROCESS_ID": str(i)})
-             for i in range(2)]
+    # 2 processes x 4 devices, parked after step 4; only process 1 is told to stop (SIGTERM):
+    # the processes agree, and both save step 4 and exit cleanly
+    work = str(tmp_path / "mp")
+    procs = _launch_pair(work, data, 6, jobs.free_port(), tmp_path, "a", "--hold-at", "4")
     for i in range(2):
         jobs.wait_for(os.path.join(work, f"hold.{i}"), procs)
-    # only process 1 is told to stop: the processes agree, and both save step 4 and exit cleanly
     procs[1].send_signal(signal.SIGTERM)
     for p in procs:
         assert jobs.finish(p) == 0, jobs.output(p)
     for i in range(2):
-        s = jobs.summary(str(tmp_path / f"p{i}.log"))
+        s = jobs.summary(str(tmp_path / f"a{i}.log"))
         assert s["process_count"] == 2 and s["stopped_at"] == 4 and s["step"] == 4
-
-    logs = [jobs.steps_log(work, i) for i in range(2)]
-    for step in range(1, 5):
-        assert logs[0][step]["keys"] + logs[1][step]["keys"] == ref_log[step]["keys"]  # each host: its half
-        for i in range(2):
-            np.testing.assert_allclose(logs[i][step]["loss"], ref_log[step]["loss"], rtol=1e-5,
-                                       err_msg=f"process {i} step {step}")
 
     # the checkpoint the two hosts wrote together restores in one process, on a (8,) mesh
     mesh = make_mesh({"data": 1, "model": 8})
     with Checkpointer(work, tiny_job.config()) as ckpt:
         assert ckpt.all_steps() == [3, 4]
         state, extra = ckpt.restore(4, tiny_job.abstract_state(mesh, 0.02))
-    assert set(extra) == {"data"}
-    for k, v in reference["params"].items():
+    assert extra == {"data": {"next_index": 4}}
+    for k, v in reference4["params"].items():
         np.testing.assert_allclose(np.asarray(state["params"][k]), v, atol=1e-6, err_msg=k)
+
+    # restarted as 2 processes again: both resume at step 4 (from process 0's iterator state) and finish
+    procs = _launch_pair(work, data, 6, jobs.free_port(), tmp_path, "b", "--out", str(tmp_path / "mp.npz"))
+    for p in procs:
+        assert jobs.finish(p) == 0, jobs.output(p)
+    assert jobs.summary(str(tmp_path / "b1.log"))["resumed_from"] == 4
+    reference6 = tiny_job.run(ref_dir, data, 6, mesh_shape={"data": 2, "model": 4})
+    ref_log = jobs.steps_log(ref_dir)
+    logs = [jobs.steps_log(work, i) for i in range(2)]
+    for step in range(1, 7):
+        assert logs[0][step]["keys"] + logs[1][step]["keys"] == ref_log[step]["keys"]  # each host: its half
+        for i in range(2):
+            np.testing.assert_allclose(logs[i][step]["loss"], ref_log[step]["loss"], rtol=1e-5,
+                                       err_msg=f"process {i} step {step}")
+    final = np.load(tmp_path / "mp.npz")
+    for k, v in reference6["params"].items():
+        np.testing.assert_allclose(final[k], v, atol=1e-6, err_msg=k)

@@ -214,14 +214,14 @@ def main(argv=None) -> int:
     from avatar_jax.train.distributed import initialize_from_env, shutdown
 
     initialize_from_env()
+    import jax
     import numpy as np
 
     mesh = {k: int(v) for k, v in (kv.split("=") for kv in a.mesh.split(","))}
     summary = run(a.workdir, a.data, a.steps, mesh_shape=mesh, hold_at=a.hold_at, train=json.loads(a.train))
-    if a.out:
-        np.savez(a.out, **summary.pop("params"))
-    else:
-        summary.pop("params")
+    params = summary.pop("params")  # gathered: every process holds all of them
+    if a.out and jax.process_index() == 0:
+        np.savez(a.out, **params)
     print("SUMMARY " + json.dumps(summary), flush=True)
     shutdown()
     return 0
