@@ -91,7 +91,7 @@ def incompatibilities(stored, current) -> list[str]:
     return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in sorted(a.keys() & b.keys()) if a[k] != b[k]]
 
 
-def _check_same_on_all_processes(text: str) -> None:
+def check_same_on_all_processes(text: str) -> None:
     """Only process 0 writes ``extra``, and every process restores it: a process whose ``extra``
     differs (e.g. a data iterator out of step) would silently resume from another's position."""
     if jax.process_count() == 1:
@@ -192,7 +192,7 @@ class Checkpointer:
             text = json.dumps(extra, sort_keys=True)
         except TypeError as e:
             raise InputError(f"checkpoint extra must be JSON-able: {_one_line(e)}") from e
-        _check_same_on_all_processes(text)
+        check_same_on_all_processes(text)
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(dict(extra)))
         try:
             started = bool(self._mgr().save(step, args=args, force=True))

@@ -185,3 +185,20 @@ def test_preemption_guard_turns_signals_into_a_flag_and_restores_handlers():
     with PreemptionGuard(signals=(signal.SIGINT,)) as guard:
         os.kill(os.getpid(), signal.SIGINT)
         assert guard.requested
+
+
+def test_extra_that_differs_between_processes_is_refused(monkeypatch):
+    """Only process 0 writes ``extra`` and every process restores it, so on 2 processes whose states
+    differ the save must fail (here the other process is simulated by the all-gather)."""
+    from jax.experimental import multihost_utils
+
+    from avatar_jax.train.checkpoint import check_same_on_all_processes
+
+    other = {}
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    monkeypatch.setattr(multihost_utils, "process_allgather",
+                        lambda x: np.stack([np.asarray(x), np.asarray(x) + other.get("shift", 0)]))
+    check_same_on_all_processes('{"data": {"next_index": 3}}')  # the other process agrees
+    other["shift"] = 1
+    with pytest.raises(CheckpointError, match="differs between processes"):
+        check_same_on_all_processes('{"data": {"next_index": 3}}')
