@@ -14,6 +14,7 @@ from flax import nnx
 
 from avatar_jax.teacher import checkpoint as ck
 from avatar_jax.teacher.dit import WanDiT, WanDiTSpec
+from avatar_jax.teacher.umt5 import UMT5Encoder, UMT5Spec
 from avatar_jax.teacher.vae import Resample, WanVAE, WanVAESpec
 
 # ------------------------------------------------------------------------------------------------ DiT
@@ -191,4 +192,58 @@ def load_wan_vae(path: str, **options) -> WanVAE:
     weights = ck.read_weights(path, "vae")
     model = nnx.eval_shape(lambda: WanVAE(spec, rngs=nnx.Rngs(0)))
     ck.fill(model, weights, wan_vae_plan(model), os.fspath(path))
+    return model
+
+
+# ----------------------------------------------------------------------------------------------- umT5
+
+
+def umt5_spec(config: dict, **options) -> UMT5Spec:
+    """Our :class:`UMT5Spec` from a transformers ``UMT5Config`` dict."""
+    if config.get("model_type") not in (None, "umt5"):
+        raise ck.TeacherWeightsError(f"text encoder model_type={config['model_type']!r} is not umt5")
+    proj = config.get("feed_forward_proj", "gated-gelu")
+    gated = proj.startswith("gated-")
+    act = config.get("dense_act_fn") or proj.split("-")[-1]
+    if act == "gelu" and gated:
+        act = "gelu_new"  # transformers maps "gated-gelu" to gelu_new
+    return UMT5Spec(
+        vocab_size=int(config["vocab_size"]), d_model=int(config["d_model"]), d_kv=int(config["d_kv"]),
+        d_ff=int(config["d_ff"]), num_layers=int(config["num_layers"]), num_heads=int(config["num_heads"]),
+        relative_attention_num_buckets=int(config.get("relative_attention_num_buckets", 32)),
+        relative_attention_max_distance=int(config.get("relative_attention_max_distance", 128)),
+        dense_act_fn=act, is_gated_act=gated, layer_norm_epsilon=float(config.get("layer_norm_epsilon", 1e-6)),
+        **options,
+    )
+
+
+def umt5_plan(spec: UMT5Spec, embed_key: str) -> ck.Plan:
+    plan: ck.Plan = [(("embed_tokens", "embedding"), embed_key, ck.copy)]
+    for i in range(spec.num_layers):
+        src, dst = f"encoder.block.{i}.layer", ("blocks", i)
+        for name in ("q", "k", "v", "o"):
+            plan += ck.linear((*dst, "attention", name), f"{src}.0.SelfAttention.{name}", bias=False)
+        plan.append(((*dst, "attention", "relative_attention_bias"),
+                     f"{src}.0.SelfAttention.relative_attention_bias.weight", ck.copy))
+        plan.append(((*dst, "attn_norm", "scale"), f"{src}.0.layer_norm.weight", ck.copy))
+        plan += ck.linear((*dst, "ff", "wi_0"), f"{src}.1.DenseReluDense.{'wi_0' if spec.is_gated_act else 'wi'}",
+                          bias=False)
+        if spec.is_gated_act:
+            plan += ck.linear((*dst, "ff", "wi_1"), f"{src}.1.DenseReluDense.wi_1", bias=False)
+        plan += ck.linear((*dst, "ff", "wo"), f"{src}.1.DenseReluDense.wo", bias=False)
+        plan.append(((*dst, "ff_norm", "scale"), f"{src}.1.layer_norm.weight", ck.copy))
+    plan.append((("final_layer_norm", "scale"), "encoder.final_layer_norm.weight", ck.copy))
+    return plan
+
+
+def load_umt5(path: str, **options) -> UMT5Encoder:
+    """A :class:`UMT5Encoder` with the weights of the transformers folder ``path`` (``TEACHER_DIR/text_encoder``)."""
+    config = ck.read_config(path, "text_encoder")
+    spec = umt5_spec(config, **options)
+    weights = ck.read_weights(path, "text_encoder")
+    embed_key = "shared.weight" if "shared.weight" in weights else "encoder.embed_tokens.weight"
+    if embed_key == "shared.weight":
+        weights.pop("encoder.embed_tokens.weight", None)  # tied copy
+    model = nnx.eval_shape(lambda: UMT5Encoder(spec, rngs=nnx.Rngs(0)))
+    ck.fill(model, weights, umt5_plan(spec, embed_key), os.fspath(path))
     return model
