@@ -1,6 +1,7 @@
 """Multi-host: launch detection, per-host data shards, and 2 processes x 4 CPU devices (gloo) = 1 x 8."""
 
 import os
+import shutil
 import signal
 
 import numpy as np
@@ -131,7 +132,13 @@ def test_two_processes_of_four_devices_equal_one_process_of_eight(data, tmp_path
     for k, v in reference4["params"].items():
         np.testing.assert_allclose(np.asarray(state["params"][k]), v, atol=1e-6, err_msg=k)
 
-    # restarted as 2 processes again: both resume at step 4 (from process 0's iterator state) and finish
+    # that step resumes on 1 process (the iterator position counts global batches) ...
+    one_dir = str(tmp_path / "one")
+    shutil.copytree(work, one_dir, ignore=shutil.ignore_patterns("log.*", "hold.*"))
+    one = tiny_job.run(one_dir, data, 6, mesh_shape={"data": 2, "model": 4})
+    assert one["resumed_from"] == 4
+
+    # ... and as 2 processes again: both resume at step 4 (from process 0's iterator state) and finish
     procs = _launch_pair(work, data, 6, jobs.free_port(), tmp_path, "b", "--out", str(tmp_path / "mp.npz"))
     for p in procs:
         assert jobs.finish(p) == 0, jobs.output(p)
@@ -144,6 +151,9 @@ def test_two_processes_of_four_devices_equal_one_process_of_eight(data, tmp_path
         for i in range(2):
             np.testing.assert_allclose(logs[i][step]["loss"], ref_log[step]["loss"], rtol=1e-5,
                                        err_msg=f"process {i} step {step}")
+    one_log = jobs.steps_log(one_dir)
+    assert [one_log[s]["keys"] for s in (5, 6)] == [ref_log[s]["keys"] for s in (5, 6)]
     final = np.load(tmp_path / "mp.npz")
     for k, v in reference6["params"].items():
         np.testing.assert_allclose(final[k], v, atol=1e-6, err_msg=k)
+        np.testing.assert_allclose(one["params"][k], v, atol=1e-6, err_msg=k)
