@@ -9,6 +9,7 @@ cross-attention, Wan2.2 residual VAE...) are refused by name rather than loaded 
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 from flax import nnx
 
@@ -247,3 +248,40 @@ def load_umt5(path: str, **options) -> UMT5Encoder:
     model = nnx.eval_shape(lambda: UMT5Encoder(spec, rngs=nnx.Rngs(0)))
     ck.fill(model, weights, umt5_plan(spec, embed_key), os.fspath(path))
     return model
+
+
+# ------------------------------------------------------------------------------------------- pipeline
+
+
+class TeacherWeights(NamedTuple):
+    dit: WanDiT
+    vae: WanVAE
+    text_encoder: UMT5Encoder | None
+
+
+def load_teacher(root: str, *, text_encoder: bool = False, dit_options: dict | None = None,
+                 vae_options: dict | None = None) -> TeacherWeights:
+    """The DiT, the VAE and (``text_encoder=True``) umT5 from a diffusers Wan2.1 pipeline folder ``root``.
+
+    Checks that every needed component is present before loading anything; a missing one raises
+    :class:`~avatar_jax.teacher.checkpoint.TeacherWeightsError` naming the expected layout.
+    """
+    root = os.fspath(root)
+    needed = ["transformer", "vae"] + (["text_encoder"] if text_encoder else [])
+    missing = []
+    for name in needed:
+        folder = os.path.join(root, name)
+        has_weights = os.path.isdir(folder) and any(
+            os.path.isfile(os.path.join(folder, w)) or os.path.isfile(os.path.join(folder, w + ".index.json"))
+            for w in ck.WEIGHT_NAMES)
+        if not (has_weights and os.path.isfile(os.path.join(folder, "config.json"))):
+            missing.append(f"{name}/")
+    if missing:
+        raise ck.TeacherWeightsError(
+            f"teacher weights not found in {root!r}: missing {', '.join(missing)} (config.json + safetensors); "
+            f"expected layout:\n{ck.TEACHER_LAYOUT}\n{ck.FETCH_HINT}")
+    return TeacherWeights(
+        dit=load_wan_dit(os.path.join(root, "transformer"), **(dit_options or {})),
+        vae=load_wan_vae(os.path.join(root, "vae"), **(vae_options or {})),
+        text_encoder=load_umt5(os.path.join(root, "text_encoder")) if text_encoder else None,
+    )
