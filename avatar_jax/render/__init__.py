@@ -5,6 +5,11 @@ and ``dense`` (every Gaussian against every pixel) are the slow ground truths us
 the benchmark.
 """
 
+from jax import export as _export
+
 from avatar_jax.render.renderer import CHUNK, RenderOutput, intersection_count, render
+
+# So that an exported render (jax.export) returning RenderOutput survives serialize / deserialize.
+_export.register_namedtuple_serialization(RenderOutput, serialized_name="avatar_jax.render.RenderOutput")
 
 __all__ = ["CHUNK", "RenderOutput", "intersection_count", "render"]

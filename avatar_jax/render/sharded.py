@@ -38,14 +38,14 @@ def batch_shards(mesh: Mesh) -> int:
     return math.prod(mesh.shape[a] for a in batch_axes() if a in mesh.shape)
 
 
-def _exact_capacity(means, quats, scales, camera: Camera, per_frame: bool, shards: int) -> int:
+def _exact_capacity(means, quats, scales, opacities, camera: Camera, per_frame: bool, shards: int) -> int:
     """Eager only: the largest per-device intersection count, rounded up to a power of two."""
     b = len(camera) // shards
     counts = []
     for s in range(shards):
         sl = slice(s * b, (s + 1) * b)
-        g = (means[sl], quats[sl], scales[sl]) if per_frame else (means, quats, scales)
-        counts.append(intersection_count(*g, camera[sl]))
+        g = (means[sl], quats[sl], scales[sl], opacities[sl]) if per_frame else (means, quats, scales, opacities)
+        counts.append(intersection_count(*g[:3], camera[sl], opacities=g[3]))
     return 1 << max(0, max(counts) - 1).bit_length()
 
 
@@ -58,7 +58,7 @@ def render_sharded(mesh: Mesh, means, quats, scales, opacities, colors, camera: 
         ``B`` must be a multiple of ``data x fsdp``.
       means, quats, scales, opacities, colors: the Gaussians as :func:`render` takes them, shared by
         all cameras (``(N,...)``, replicated), or per frame with a leading ``B`` axis (``(B,N,...)``,
-        split like the cameras; needs a renderer that takes per-frame Gaussians).
+        split like the cameras).
       camera: a batch of ``B`` cameras (``viewmat (B,4,4)``, ``K (B,3,3)``).
       background: ``(3,)`` colour behind the Gaussians, replicated.
       capacity: intersection slots per device. ``None``: exact (eager inputs) or the renderer's
@@ -66,7 +66,9 @@ def render_sharded(mesh: Mesh, means, quats, scales, opacities, colors, camera: 
       **render_kwargs: passed to :func:`render` (``backend``, ``pallas_platform``, ``interpret``, ``chunk``...).
 
     Returns:
-      :class:`RenderOutput` with ``(B,H,W,...)`` arrays, sharded over the batch axes.
+      :class:`RenderOutput` with ``(B,H,W,...)`` images and ``(B,)`` ``n_intersections`` / ``overflow``,
+      all sharded over the batch axes. Under ``jit`` an overflowing camera is NaN and flagged (no host
+      callback); ``capacity`` then counts the slots of one device's cameras.
     """
     if not isinstance(camera, Camera) or camera.batch_shape == ():
         raise InputError("render_sharded: camera must be a batch of cameras (viewmat (B,4,4)); "
@@ -82,8 +84,8 @@ def render_sharded(mesh: Mesh, means, quats, scales, opacities, colors, camera: 
     if per_frame and np.shape(means)[0] != cams:
         raise InputError(f"render_sharded: per-frame Gaussians have {np.shape(means)[0]} frames "
                          f"but there are {cams} cameras")
-    if capacity is None and checks.is_concrete(means, quats, scales, camera):
-        capacity = _exact_capacity(means, quats, scales, camera, per_frame, shards)
+    if capacity is None and checks.is_concrete(means, quats, scales, opacities, camera):
+        capacity = _exact_capacity(means, quats, scales, opacities, camera, per_frame, shards)
 
     batch = PartitionSpec(batch_axes())
     g_spec = batch if per_frame else PartitionSpec()

@@ -21,6 +21,8 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+from avatar_jax.kernels import splat_backward, splat_forward  # noqa: E402
+from avatar_jax.kernels.splat_common import PIXELS  # noqa: E402
 from jax.experimental import topologies  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
 
@@ -78,6 +80,10 @@ def main() -> None:
                   platform=topo.devices[0].platform, devices=len(topo.devices))
     result["forward"] = _summary(jax.jit(forward).lower(gauss, camera).compile())
     result["grad"] = _summary(jax.jit(jax.grad(loss)).lower(gauss, camera).compile())
+    # The kernels' cost_estimate reaches XLA's per-device cost analysis: at least every slot's pixel pairs.
+    pairs = CAPACITY * PIXELS
+    result["forward"]["kernel_flops_floor"] = splat_forward.FLOPS_PER_PAIR * pairs
+    result["grad"]["kernel_flops_floor"] = (splat_forward.FLOPS_PER_PAIR + splat_backward.FLOPS_PER_PAIR) * pairs
     # Control: the same render without shard_map is what the partitioner refuses for Mosaic kernels.
     try:
         jax.jit(lambda g, c: render(*g, c, **PALLAS)).lower(gauss, camera).compile()
