@@ -30,7 +30,7 @@ COMMANDS: dict[str, Command] = {
     "train": Command("train or distill an avatar model, sharded over a device mesh", None, "issue #6 / training"),
     "render": Command("render a talking video from audio or text", None, "issue #6 / inference"),
     "export": Command("export a checkpoint into an inference bundle", None, "export issue"),
-    "reconstruct": Command("build a canonical avatar from one photo", "avatar_jax.reconstruct_command", ""),
+    "reconstruct": Command("build a canonical avatar from one photo", "avatar_jax.commands.reconstruct", ""),
     "prepare": Command("turn talking videos (or synthetic clips) into training records", "avatar_jax.data.prepare"),
     "bench": Command("benchmarks: renderer, encoders, model, loader", "avatar_jax.bench.command", ""),
     "eval": Command("evaluate renders (PSNR, SSIM, sync, identity, FID/FVD)", None, "eval issue"),

