@@ -1,4 +1,7 @@
-"""Both Pallas kernels lower for TPU (Mosaic) and CUDA (Triton) with jax.export on this CPU-only machine."""
+"""Both Pallas kernels lower for TPU (Mosaic) and CUDA (Triton) with jax.export on this CPU-only machine,
+survive a serialize / deserialize round trip, and (Mosaic) carry their cost estimate for XLA."""
+
+import re
 
 import jax
 import jax.numpy as jnp
@@ -32,11 +35,23 @@ def _backward(platform):
     return f, args
 
 
-@pytest.mark.parametrize("make", [_forward, _backward], ids=["forward", "backward"])
-def test_lowers_for_tpu(make):
+def _round_trip(exported):
+    restored = export.deserialize(exported.serialize())
+    assert restored.platforms == exported.platforms
+    assert [(a.shape, a.dtype) for a in restored.out_avals] == [(a.shape, a.dtype) for a in exported.out_avals]
+    return restored
+
+
+@pytest.mark.parametrize("make,cost", [(_forward, splat_forward.cost), (_backward, splat_backward.cost)],
+                         ids=["forward", "backward"])
+def test_lowers_for_tpu(make, cost):
     f, args = make("tpu")
-    exported = export.export(jax.jit(f), platforms=["tpu"])(*args)
-    assert CALL_TARGET["tpu"] in exported.mlir_module()
+    exported = _round_trip(export.export(jax.jit(f), platforms=["tpu"])(*args))
+    module = exported.mlir_module()
+    assert CALL_TARGET["tpu"] in module
+    # Mosaic passes the pallas_call's cost_estimate to XLA in the custom call's config.
+    flops = re.findall(r"\\22flops\\22:(\d+)", module)
+    assert flops == [str(cost(KC, CHUNK, TILES).flops)], flops
 
 
 @pytest.mark.parametrize("make", [_forward, _backward], ids=["forward", "backward"])
@@ -46,4 +61,4 @@ def test_lowers_for_cuda(make):
     with jax.sharding.use_abstract_mesh(mesh):
         exported = export.export(jax.jit(f), platforms=["cuda"],
                                  disabled_checks=[export.DisabledSafetyCheck.custom_call(CALL_TARGET["gpu"])])(*args)
-    assert CALL_TARGET["gpu"] in exported.mlir_module()
+    assert CALL_TARGET["gpu"] in _round_trip(exported).mlir_module()
