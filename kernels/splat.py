@@ -13,7 +13,6 @@ from typing import NamedTuple
 
 import jax
 from avatar_jax.kernels import splat_xla
-from avatar_jax.kernels.splat_common import tile_pixel_centres
 
 
 class TileSpec(NamedTuple):
@@ -25,19 +24,15 @@ class TileSpec(NamedTuple):
     backend: str  # "xla" | "pallas"
     platform: str  # pallas flavour: "tpu" (Mosaic) | "gpu" (Triton)
     interpret: bool  # run the Pallas kernels in interpret mode (CPU tests)
-    batch: int  # chunks per lax.map step on the XLA path
-
-
-def _centres(chunk_tile, spec):
-    return tile_pixel_centres(chunk_tile, spec.tiles_x, spec.tiles_per_camera)
+    batch: int  # chunks per scan step on the XLA path
 
 
 def _forward(spec, feats, chunk_tile, chunk_k, chunk_last, n_chunks):
     if spec.backend == "xla":
-        u, v = _centres(chunk_tile, spec)
-        colour, depth, trans, t0, prefix = splat_xla.forward(
-            feats, chunk_tile, chunk_k <= 0, u, v, spec.num_tiles, spec.batch)
-        return (colour, depth, trans), (t0, prefix)
+        colour, depth, trans, t0 = splat_xla.forward(
+            feats, chunk_tile, chunk_k <= 0, n_chunks, tiles_x=spec.tiles_x, tiles_per_camera=spec.tiles_per_camera,
+            num_tiles=spec.num_tiles, batch=spec.batch)
+        return (colour, depth, trans), (t0,)
     from avatar_jax.kernels import splat_forward
 
     colour, depth, trans, last = splat_forward.forward(
@@ -66,10 +61,10 @@ def _bwd(spec, saved, cts):
     g_colour, g_depth, g_trans = cts
     colour, depth, trans = out
     if spec.backend == "xla":
-        u, v = _centres(chunk_tile, spec)
-        t0, prefix = res
-        d_feats = splat_xla.backward(feats, chunk_tile, u, v, t0, prefix, colour, depth, trans,
-                                     g_colour, g_depth, g_trans, spec.batch)
+        (t0,) = res
+        d_feats = splat_xla.backward(feats, chunk_tile, chunk_k <= 0, n_chunks, t0, colour, depth, trans,
+                                     g_colour, g_depth, g_trans, tiles_x=spec.tiles_x,
+                                     tiles_per_camera=spec.tiles_per_camera, batch=spec.batch)
     else:
         from avatar_jax.kernels import splat_backward
 

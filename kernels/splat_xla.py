@@ -1,21 +1,26 @@
 """jnp reference of the tile compositing kernels, and the XLA rasterisation path.
 
 Instead of walking each tile's Gaussians one by one (what the Pallas kernels do), this version
-works on whole chunks at once, which is what XLA on a CPU is good at:
+works on whole chunks at once, which is what XLA on a CPU is good at. One ``lax.scan`` walks the
+chunk list in order, ``batch`` chunks per step; a step
 
-1. per chunk, the product of ``(1 - alpha)`` over its Gaussians (ignoring early termination);
-2. a segmented exclusive cumulative product over the chunks of a tile gives every chunk the
-   transmittance ``T0`` in front of it;
-3. per chunk, ``T`` in front of each Gaussian is ``T0`` times an in-chunk exclusive cumprod.
+1. evaluates alpha for every (Gaussian, pixel) pair of its chunks (the only pass over the pairs);
+2. gives every chunk the transmittance ``T0`` in front of it: a segmented exclusive cumulative
+   product of the chunks' ``prod(1 - alpha)`` within the step, continued from the carry (the
+   transmittance at the end of the previous step's last chunk, when its tile goes on);
+3. composites each chunk: ``T`` in front of each Gaussian is ``T0`` times an in-chunk exclusive
+   cumprod.
 
 Early termination needs no sequential state: ``T`` before termination is monotone, so "the pixel
 stops before the Gaussian that would bring T below 1e-4" is exactly "keep Gaussian i iff the
-untruncated product up to and including i is >= 1e-4".
+untruncated product up to and including i is >= 1e-4". Steps past the chunks in use are skipped.
 
-The backward pass is chunk-parallel too: with ``S_i`` the colour composited up to and including
-Gaussian ``i`` and ``C`` the final colour, ``dC/dalpha_i = T_i c_i - (C - S_i) / (1 - alpha_i)``.
-Memory is ``O(chunks x 256)`` per pass plus one batch of ``(chunk, 256)`` blocks: it grows with the
-number of tile intersections, never with Gaussians x pixels.
+The backward pass is the same scan. With ``g`` the loss gradient of a pixel's (colour, depth),
+``s_i = g . (c_i, z_i)`` and ``Ss_i = sum_{j<=i} w_j s_j`` (``w = alpha T``), the gradient is
+``dL/dalpha_i = T_i s_i - (Ss_final - Ss_i) / (1 - alpha_i) - gT T_final / (1 - alpha_i)``: the
+colour channels are contracted with ``g`` first, so every per-pair quantity is a scalar, and the
+only residual kept from the forward is ``T0`` per chunk and pixel. Memory is ``O(chunks x 256)``:
+it grows with the number of tile intersections, never with Gaussians x pixels.
 """
 
 from __future__ import annotations
@@ -34,123 +39,163 @@ from avatar_jax.kernels.splat_common import (
     MY,
     NUM_FEATURES,
     OP,
+    PIXELS,
     T_MIN,
+    tile_pixel_centres,
 )
 
 
 def _alpha(f: jax.Array, u: jax.Array, v: jax.Array):
-    """``f (C,F)``, pixel centres ``u, v (P,)`` -> ``alpha (C,P)`` (0 where skipped), gauss, dx, dy."""
-    dx = u[None, :] - f[:, MX, None]
-    dy = v[None, :] - f[:, MY, None]
-    sigma = -0.5 * (f[:, CA, None] * dx * dx + f[:, CC, None] * dy * dy) - f[:, CB, None] * dx * dy
+    """``f (..., C, F)``, pixel centres ``u, v (..., P)`` -> ``alpha (..., C, P)`` (0 where skipped), raw, G, dx, dy."""
+    dx = u[..., None, :] - f[..., MX, None]
+    dy = v[..., None, :] - f[..., MY, None]
+    sigma = -0.5 * (f[..., CA, None] * dx * dx + f[..., CC, None] * dy * dy) - f[..., CB, None] * dx * dy
     gauss = jnp.exp(sigma)
-    raw = f[:, OP, None] * gauss
+    raw = f[..., OP, None] * gauss
     alpha = jnp.minimum(ALPHA_MAX, raw)
     alpha = jnp.where(alpha >= ALPHA_MIN, alpha, 0.0)
     return alpha, raw, gauss, dx, dy
 
 
-def _scan0(x: jax.Array, op) -> jax.Array:
-    """Inclusive scan along the (short, static) chunk axis 0, unrolled.
+def _scan_chunk(x: jax.Array, op) -> jax.Array:
+    """Inclusive scan along the (short, static) chunk axis ``-2`` of ``(..., C, P)``, unrolled.
 
     XLA:CPU lowers ``cumprod``/``cumsum`` to a reduce-window that is ~8x slower than this unrolled
     chain at chunk sizes of 16-64, and these scans dominate the XLA path.
     """
-    out = [x[0]]
-    for i in range(1, x.shape[0]):
-        out.append(op(out[-1], x[i]))
-    return jnp.stack(out, axis=0)
+    out = [x[..., 0, :]]
+    for i in range(1, x.shape[-2]):
+        out.append(op(out[-1], x[..., i, :]))
+    return jnp.stack(out, axis=-2)
 
 
 def _exclusive_cumprod(x: jax.Array) -> jax.Array:
-    """Exclusive cumulative product along axis 0."""
-    return jnp.concatenate([jnp.ones_like(x[:1]), _scan0(x[:-1], jnp.multiply)], axis=0)
+    """Exclusive cumulative product along the chunk axis ``-2``."""
+    return jnp.concatenate([jnp.ones_like(x[..., :1, :]), _scan_chunk(x[..., :-1, :], jnp.multiply)], axis=-2)
 
 
-def _segmented_exclusive(values: jax.Array, first: jax.Array, op, identity: float) -> jax.Array:
-    """Exclusive scan of ``values (K,...)`` along axis 0 that restarts where ``first (K,)`` is True."""
-    flags = first.reshape(first.shape + (1,) * (values.ndim - 1))
+def _segmented_exclusive(values, first, carry, op, identity: float):
+    """Exclusive scan of ``values (K,P)`` along axis 0, restarting where ``first (K,)`` is True.
+
+    The leading run (before the first restart) continues from ``carry (P,)``. Returns the scan and
+    the inclusive value at the end (the next step's carry).
+    """
+    flags = jnp.broadcast_to(first[:, None], values.shape)
 
     def combine(a, b):
         fa, va = a
         fb, vb = b
         return fa | fb, jnp.where(fb, vb, op(va, vb))
 
-    _, incl = jax.lax.associative_scan(combine, (jnp.broadcast_to(flags, values.shape), values))
-    shifted = jnp.concatenate([jnp.full_like(values[:1], identity), incl[:-1]], axis=0)
-    return jnp.where(flags, identity, shifted)
+    _, incl = jax.lax.associative_scan(combine, (flags, values))
+    lead = jnp.cumsum(first.astype(jnp.int32)) == 0  # chunks that continue the carried tile
+    incl = jnp.where(lead[:, None], op(carry[None], incl), incl)
+    shifted = jnp.concatenate([carry[None], incl[:-1]], axis=0)
+    return jnp.where(first[:, None], identity, shifted), incl[-1]
 
 
-def _chunk_alive(f, u, v, t0):
-    alpha, raw, gauss, dx, dy = _alpha(f, u, v)
-    t_incl = t0[None] * _scan0(1.0 - alpha, jnp.multiply)
-    alive = t_incl >= T_MIN
-    a = jnp.where(alive, alpha, 0.0)
-    t_excl = t0[None] * _exclusive_cumprod(1.0 - a)
-    return a, raw, gauss, dx, dy, t_excl
+def _alive(alpha, t0):
+    """Apply early termination: ``alpha``/``T`` in front of each Gaussian, ``(B,C,P)`` each."""
+    t_incl = t0[:, None] * _scan_chunk(1.0 - alpha, jnp.multiply)
+    a = jnp.where(t_incl >= T_MIN, alpha, 0.0)
+    return a, t0[:, None] * _exclusive_cumprod(1.0 - a)
 
 
-def forward(feats, chunk_tile, chunk_first, u, v, num_tiles: int, batch: int):
+def _batched(x: jax.Array, batch: int, fill) -> jax.Array:
+    """``(K, ...)`` -> ``(ceil(K/batch), batch, ...)``, padded with ``fill``."""
+    pad = -x.shape[0] % batch
+    x = jnp.concatenate([x, jnp.full((pad,) + x.shape[1:], fill, x.dtype)]) if pad else x
+    return x.reshape((-1, batch) + x.shape[1:])
+
+
+def _scan_batches(step, carry, xs, n_chunks, batch: int, skip_out):
+    """``lax.scan`` of ``step`` over batches of chunks; batches past ``n_chunks`` output ``skip_out``."""
+    nb = xs[0].shape[0]
+
+    def body(c, x):
+        b, *rest = x
+        return jax.lax.cond(b * batch < n_chunks, step, lambda c, _: (c, skip_out), c, tuple(rest))
+
+    return jax.lax.scan(body, carry, (jnp.arange(nb),) + tuple(xs))
+
+
+def forward(feats, chunk_tile, chunk_first, n_chunks, *, tiles_x: int, tiles_per_camera: int, num_tiles: int,
+            batch: int):
     """Composite all tiles.
 
     Args:
       feats: ``(Kc, C, F)`` chunk features, front to back within each tile.
       chunk_tile: ``(Kc,)`` tile of each chunk; chunks of one tile are consecutive.
       chunk_first: ``(Kc,)`` bool, True on the first chunk of each tile (and on unused chunks).
-      u, v: ``(Kc, P)`` pixel centres of each chunk's tile.
-      batch: chunks processed together (bounds the ``(batch, C, P)`` temporaries).
+      n_chunks: ``()`` chunks in use (a prefix); the rest are skipped.
+      batch: chunks per scan step (bounds the ``(batch, C, P)`` temporaries).
 
     Returns ``colour (T,P,3)``, ``depth (T,P)``, ``trans (T,P)`` (final transmittance) and the
-    residuals ``t0 (Kc,P)`` and ``prefix (Kc,P,4)`` (colour+depth composited before each chunk).
+    residual ``t0 (Kc,P)`` (transmittance in front of each chunk).
     """
     assert feats.shape[-1] == NUM_FEATURES
-    prod_all = jax.lax.map(lambda x: jnp.prod(1.0 - _alpha(x[0], x[1], x[2])[0], axis=0),
-                           (feats, u, v), batch_size=batch)
-    t0 = _segmented_exclusive(prod_all, chunk_first, jnp.multiply, 1.0)
+    kc, _, _ = feats.shape
+    dtype = feats.dtype
 
-    def pass2(x):
-        f, uu, vv, tt = x
-        a, _, _, _, _, t_excl = _chunk_alive(f, uu, vv, tt)
-        w = a * t_excl
-        cd = jnp.einsum("cp,cf->pf", w, f[:, CR:DZ + 1])
-        return cd, jnp.prod(1.0 - a, axis=0)
+    def step(t_run, x):
+        f, tile, first = x
+        u, v = tile_pixel_centres(tile, tiles_x, tiles_per_camera)
+        alpha = _alpha(f, u.astype(dtype), v.astype(dtype))[0]
+        t0, t_run = _segmented_exclusive(jnp.prod(1.0 - alpha, axis=1), first, t_run, jnp.multiply, 1.0)
+        a, t_excl = _alive(alpha, t0)
+        cd = jnp.einsum("bcp,bcf->bpf", a * t_excl, f[..., CR:DZ + 1])
+        return t_run, (cd, jnp.prod(1.0 - a, axis=1), t0)
 
-    cd, keep = jax.lax.map(pass2, (feats, u, v, t0), batch_size=batch)
-    prefix = _segmented_exclusive(cd, chunk_first, jnp.add, 0.0)
+    xs = (_batched(feats, batch, 0.0), _batched(chunk_tile, batch, 0), _batched(chunk_first, batch, True))
+    skip = (jnp.zeros((batch, PIXELS, 4), dtype), jnp.ones((batch, PIXELS), dtype), jnp.ones((batch, PIXELS), dtype))
+    _, (cd, keep, t0) = _scan_batches(step, jnp.ones((PIXELS,), dtype), xs, n_chunks, batch, skip)
+    cd, keep, t0 = (x.reshape((-1,) + x.shape[2:])[:kc] for x in (cd, keep, t0))
     tile_cd = jax.ops.segment_sum(cd, chunk_tile, num_segments=num_tiles, indices_are_sorted=True)
     trans = jax.ops.segment_prod(keep, chunk_tile, num_segments=num_tiles, indices_are_sorted=True)
-    return tile_cd[..., :3], tile_cd[..., 3], trans, t0, prefix
+    return tile_cd[..., :3], tile_cd[..., 3], trans, t0
 
 
-def backward(feats, chunk_tile, u, v, t0, prefix, colour, depth, trans, g_colour, g_depth, g_trans, batch: int):
+def backward(feats, chunk_tile, chunk_first, n_chunks, t0, colour, depth, trans, g_colour, g_depth, g_trans, *,
+             tiles_x: int, tiles_per_camera: int, batch: int):
     """Per-slot gradients ``(Kc, C, F)`` of a loss given its gradients w.r.t. the tile outputs.
 
     ``colour (T,P,3)``, ``depth (T,P)``, ``trans (T,P)`` are the forward outputs and
-    ``g_colour``, ``g_depth``, ``g_trans`` their cotangents; ``t0``/``prefix`` the forward residuals.
+    ``g_colour``, ``g_depth``, ``g_trans`` their cotangents; ``t0`` the forward residual.
     """
-    final = jnp.concatenate([colour, depth[..., None]], axis=-1)[chunk_tile]  # (Kc,P,4)
-    g_cd = jnp.concatenate([g_colour, g_depth[..., None]], axis=-1)[chunk_tile]
-    g_t = (g_trans * trans)[chunk_tile]  # d/dalpha_i of T_final is -T_final / (1 - alpha_i)
+    kc, chunk, _ = feats.shape
+    dtype = feats.dtype
+    g_cd = jnp.concatenate([g_colour, g_depth[..., None]], axis=-1)  # (T,P,4)
+    s_final = jnp.sum(g_colour * colour, axis=-1) + g_depth * depth  # (T,P): g . (colour, depth)
+    g_t = g_trans * trans  # d/dalpha_i of T_final is -T_final / (1 - alpha_i)
 
-    def chunk_grad(x):
-        f, uu, vv, tt, pre, fin, gcd, gt = x
-        a, raw, gauss, dx, dy, t_excl = _chunk_alive(f, uu, vv, tt)
+    def step(pre_run, x):
+        f, tile, first, tt = x
+        u, v = tile_pixel_centres(tile, tiles_x, tiles_per_camera)
+        gcd, fin, gt = g_cd[tile], s_final[tile], g_t[tile]  # per-batch gathers, not stored
+        alpha, raw, gauss, dx, dy = _alpha(f, u.astype(dtype), v.astype(dtype))
+        a, t_excl = _alive(alpha, tt)
         w = a * t_excl
-        cd_f = f[:, CR:DZ + 1]  # (C,4)
-        incl = pre[None] + _scan0(w[..., None] * cd_f[:, None, :], jnp.add)  # (C,P,4)
+        s = jnp.einsum("bcf,bpf->bcp", f[..., CR:DZ + 1], gcd)  # channels contracted first
+        ws = w * s
+        pre, pre_run = _segmented_exclusive(jnp.sum(ws, axis=1), first, pre_run, jnp.add, 0.0)
+        incl = pre[:, None] + _scan_chunk(ws, jnp.add)
         inv = 1.0 / (1.0 - a)
-        behind = (fin[None] - incl) * inv[..., None]
-        d_a = jnp.sum(gcd[None] * (t_excl[..., None] * cd_f[:, None, :] - behind), axis=-1) - gt[None] * inv
-        d_a = jnp.where(a > 0, d_a, 0.0)
-        g_cd_f = jnp.einsum("cp,pf->cf", w, gcd)  # (C,4)
-        d_raw = jnp.where(raw < ALPHA_MAX, d_a, 0.0)  # the 0.99 clamp has zero slope
-        d_op = jnp.sum(d_raw * gauss, axis=1)
+        d_a = t_excl * s - (fin[:, None] - incl + gt[:, None]) * inv
+        d_raw = jnp.where((a > 0) & (raw < ALPHA_MAX), d_a, 0.0)  # the 0.99 clamp has zero slope
         d_sig = d_raw * a  # alpha = o exp(sigma), unclamped
-        d_mx = jnp.sum(d_sig * (f[:, CA, None] * dx + f[:, CB, None] * dy), axis=1)
-        d_my = jnp.sum(d_sig * (f[:, CB, None] * dx + f[:, CC, None] * dy), axis=1)
-        d_ca = jnp.sum(d_sig * (-0.5 * dx * dx), axis=1)
-        d_cb = jnp.sum(d_sig * (-dx * dy), axis=1)
-        d_cc = jnp.sum(d_sig * (-0.5 * dy * dy), axis=1)
-        return jnp.concatenate([jnp.stack([d_mx, d_my, d_ca, d_cb, d_cc, d_op], axis=-1), g_cd_f], axis=-1)
+        grads = [
+            jnp.sum(d_sig * (f[..., CA, None] * dx + f[..., CB, None] * dy), axis=-1),
+            jnp.sum(d_sig * (f[..., CB, None] * dx + f[..., CC, None] * dy), axis=-1),
+            jnp.sum(d_sig * (-0.5 * dx * dx), axis=-1),
+            jnp.sum(d_sig * (-dx * dy), axis=-1),
+            jnp.sum(d_sig * (-0.5 * dy * dy), axis=-1),
+            jnp.sum(d_raw * gauss, axis=-1),
+        ]
+        g_cd_f = jnp.einsum("bcp,bpf->bcf", w, gcd)
+        return pre_run, jnp.concatenate([jnp.stack(grads, axis=-1), g_cd_f], axis=-1)
 
-    return jax.lax.map(chunk_grad, (feats, u, v, t0, prefix, final, g_cd, g_t), batch_size=batch)
+    xs = (_batched(feats, batch, 0.0), _batched(chunk_tile, batch, 0), _batched(chunk_first, batch, True),
+          _batched(t0, batch, 1.0))
+    skip = jnp.zeros((batch, chunk, NUM_FEATURES), dtype)
+    _, grads = _scan_batches(step, jnp.zeros((PIXELS,), dtype), xs, n_chunks, batch, skip)
+    return grads.reshape((-1, chunk, NUM_FEATURES))[:kc]

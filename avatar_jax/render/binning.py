@@ -3,11 +3,13 @@
 A Gaussian with mean ``m`` and radius ``r > 0`` touches tile ``t`` (pixels ``[16t, 16t+16)``) along an
 axis iff ``16 t < m + r`` and ``m - r < 16 (t + 1)``, i.e. tiles ``floor((m-r)/16) .. ceil((m+r)/16)-1``
 clipped to the image. Every (camera, Gaussian) instance with its rectangle of tiles is expanded into
-``capacity`` static slots; slot ``e`` carries two sort keys, its global tile (int32) and the
-Gaussian's camera-space depth, and the instance id as payload. One stable two-key ``lax.sort`` (done
-by XLA, outside every kernel) orders the slots by tile, then front to back, equal depths in index
-order. No key packing means no cap from key bits: the limits are int32 tile and instance ids
-(:func:`check_sizes`), far beyond 8 cameras x 4M Gaussians at 1920x1080.
+``capacity`` static slots; slot ``e`` carries its global tile and ``depth_rank``, the Gaussian's
+position in its camera's stable depth order (equal depths in index order, as the reference). One
+``lax.sort`` (done by XLA, outside every kernel) orders the slots by tile, then front to back: of
+one packed uint32 key ``tile << depth_bits | depth_rank`` when that fits 32 bits (the fastest sort
+on every backend), else of the two int32 keys ``(tile, depth_rank)`` with ``num_keys=2``. So there
+is no cap from key bits: the limits are int32 tile and instance ids (:func:`check_sizes`), far
+beyond 8 cameras x 4M Gaussians at 1920x1080.
 
 The sorted list is then cut into chunks of ``chunk`` slots that never straddle two tiles (each
 tile's run is padded up to a whole number of chunks, and an empty tile still gets one empty chunk),
@@ -17,6 +19,7 @@ so every kernel block belongs to exactly one tile. The number of chunks is bound
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -95,14 +98,25 @@ def check_sizes(num_gaussians: int, grid: TileGrid) -> None:
         raise InputError(f"render: {grid.num_tiles} tiles exceed int32 tile ids; render fewer or smaller images")
 
 
-def sort_slots(tile: jax.Array, depth: jax.Array, gid: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Stable sort of slots by ``(tile, depth)``: ``tile (E,)`` int32, ``depth (E,)`` float, ``gid (E,)`` int32.
+def packed_depth_bits(num_gaussians: int, num_tiles: int) -> int | None:
+    """Bits for the depth rank in a packed uint32 key, or None when ``(tile, rank)`` needs two keys.
 
-    Returns the sorted tiles and instance ids. Slots with equal keys keep their order (instance order,
-    so equal depths composite in Gaussian index order, as the reference does).
+    Tile ids go up to ``num_tiles`` inclusive (the id of empty slots).
     """
-    s_tile, _, s_gid = jax.lax.sort((tile, depth, gid), num_keys=2, is_stable=True)
-    return s_tile, s_gid
+    depth_bits = max(1, math.ceil(math.log2(max(num_gaussians, 2))))
+    return depth_bits if (num_tiles + 1) << depth_bits <= 1 << 32 else None
+
+
+def sort_slots(tile: jax.Array, rank: jax.Array, num_gaussians: int, num_tiles: int) -> tuple[jax.Array, jax.Array]:
+    """Sort slots by ``(tile, rank)``: ``tile (E,)`` int32 in ``[0, num_tiles]``, ``rank (E,)`` int32 in ``[0, N)``.
+
+    Returns the sorted tiles and ranks (``(tile, rank)`` pairs are unique, so stability is moot).
+    """
+    depth_bits = packed_depth_bits(num_gaussians, num_tiles)
+    if depth_bits is None:
+        return jax.lax.sort((tile, rank), num_keys=2)
+    key = jax.lax.sort((tile.astype(jnp.uint32) << depth_bits) | rank.astype(jnp.uint32))
+    return (key >> depth_bits).astype(jnp.int32), (key & jnp.uint32((1 << depth_bits) - 1)).astype(jnp.int32)
 
 
 def bin_and_sort(means2d: jax.Array, radii: jax.Array, depths: jax.Array, grid: TileGrid, *,
@@ -137,8 +151,12 @@ def bin_and_sort(means2d: jax.Array, radii: jax.Array, depths: jax.Array, grid: 
     ty = y0[inst] + local // w[inst]
     cam = inst // n
     tile = jnp.where(e < total, cam * grid.tiles_per_camera + ty * grid.tiles_x + tx, grid.num_tiles)
-    depth = jax.lax.stop_gradient(depths).reshape(-1)[inst]
-    s_tile, sorted_gid = sort_slots(tile.astype(jnp.int32), depth, inst)
+    # Depth rank of each Gaussian within its camera (stable, so equal depths keep index order).
+    order = jnp.argsort(jax.lax.stop_gradient(depths), axis=-1, stable=True).astype(jnp.int32)
+    ranks = jnp.zeros_like(order).at[jnp.arange(cams)[:, None], order].set(jnp.arange(n, dtype=jnp.int32)[None])
+    s_tile, s_rank = sort_slots(tile.astype(jnp.int32), ranks.reshape(-1)[inst], n, grid.num_tiles)
+    s_cam = jnp.clip(s_tile // grid.tiles_per_camera, 0, cams - 1)
+    sorted_gid = s_cam * n + order[s_cam, s_rank]
 
     tiles = jnp.arange(grid.num_tiles, dtype=jnp.int32)
     tile_start = jnp.searchsorted(s_tile, tiles, side="left").astype(jnp.int32)
