@@ -138,8 +138,10 @@ class Checkpointer:
         )
         self._manager: ocp.CheckpointManager | None = None
         self._mgr()
-        if jax.process_index() == 0:
-            (self.workdir / CONFIG_FILE).write_text(json.dumps(_plain(config), indent=2, sort_keys=True))
+        if jax.process_index() == 0:  # via a rename: other processes may be reading it right now
+            tmp = self.workdir / f"{CONFIG_FILE}.tmp"
+            tmp.write_text(json.dumps(_plain(config), indent=2, sort_keys=True))
+            tmp.replace(self.workdir / CONFIG_FILE)
 
     def _mgr(self) -> ocp.CheckpointManager:
         """The orbax manager, (re)opened on demand: opening also removes half-written steps."""
