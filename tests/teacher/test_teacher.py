@@ -84,6 +84,16 @@ def _teacher(lora=False):
     return VideoTeacher(model, schedules.FlowMatching(), adapter)
 
 
+@nnx.jit
+def _predict(teacher, x, tau, text, audio):
+    return teacher.predict(x, tau, text, audio)
+
+
+@nnx.jit
+def _dit(model, x, t, text):
+    return model(x, t, text)
+
+
 def _cond(seed=0):
     ks = jax.random.split(jax.random.key(seed), 3)
     return Conditions(text=jax.random.normal(ks[0], (2, 5, 8)), null_text=jnp.zeros((1, 5, 8)),
@@ -105,8 +115,8 @@ def test_adapter_starts_neutral_and_is_local_in_time():
     cond = _cond()
     x = jax.random.normal(jax.random.key(4), SHAPE)
     tau = jnp.array([0.5, 0.5])
-    plain = teacher.dit(x, teacher.schedule.timestep(tau), cond.text)
-    np.testing.assert_allclose(teacher.predict(x, tau, cond.text, cond.audio), plain, atol=1e-6)
+    plain = _dit(teacher.dit, x, teacher.schedule.timestep(tau), cond.text)
+    np.testing.assert_allclose(_predict(teacher, x, tau, cond.text, cond.audio), plain, atol=1e-6)
     for proj in teacher.adapter.block_proj.values():  # give the adapter weights
         proj.kernel.set_value(jax.random.normal(jax.random.key(6), proj.kernel.shape))
     grid = teacher.dit.grid(SHAPE[1:4])
@@ -116,7 +126,7 @@ def test_adapter_starts_neutral_and_is_local_in_time():
     per_frame = grid[1] * grid[2]
     np.testing.assert_allclose(offsets[1][:, :2 * per_frame], moved[1][:, :2 * per_frame], atol=1e-6)
     assert float(jnp.abs(offsets[1][:, 2 * per_frame:] - moved[1][:, 2 * per_frame:]).max()) > 1e-3
-    assert float(jnp.abs(teacher.predict(x, tau, cond.text, cond.audio) - plain).max()) > 1e-3
+    assert float(jnp.abs(_predict(teacher, x, tau, cond.text, cond.audio) - plain).max()) > 1e-3
 
 
 def test_classifier_free_guidance_over_text_and_audio():
@@ -127,17 +137,19 @@ def test_classifier_free_guidance_over_text_and_audio():
     x = jax.random.normal(jax.random.key(8), SHAPE)
     tau = jnp.array([0.6, 0.6])
     null_text = jnp.broadcast_to(cond.null_text, cond.text.shape)
-    full = teacher.predict(x, tau, cond.text, cond.audio)
-    text_only = teacher.predict(x, tau, cond.text, jnp.zeros_like(cond.audio))
-    uncond = teacher.predict(x, tau, null_text, jnp.zeros_like(cond.audio))
+    full = _predict(teacher, x, tau, cond.text, cond.audio)
+    text_only = _predict(teacher, x, tau, cond.text, jnp.zeros_like(cond.audio))
+    uncond = _predict(teacher, x, tau, null_text, jnp.zeros_like(cond.audio))
     guided = jax.jit(lambda t, x: t.guided_prediction(x, tau, cond, 5.0, 3.0))
     np.testing.assert_allclose(guided(teacher, x), uncond + 5 * (text_only - uncond) + 3 * (full - text_only),
                                atol=2e-4)
-    np.testing.assert_allclose(teacher.guided_prediction(x, tau, cond, 1.0, 1.0), full, atol=2e-5)
-    np.testing.assert_allclose(teacher.guided_prediction(x, tau, cond, 0.0, 0.0), uncond, atol=2e-5)
+    scaled = nnx.jit(lambda t, x, ts, a: t.guided_prediction(x, tau, cond, ts, a))
+    np.testing.assert_allclose(scaled(teacher, x, 1.0, 1.0), full, atol=2e-5)
+    np.testing.assert_allclose(scaled(teacher, x, 0.0, 0.0), uncond, atol=2e-5)
     assert float(jnp.abs(full - text_only).max()) > 1e-3 and float(jnp.abs(text_only - uncond).max()) > 1e-3
     # Eq. 9's eps-hat of a flow teacher: x_t + (1 - tau) v_hat
-    np.testing.assert_allclose(teacher.epsilon(x, tau, cond, 5.0, 3.0), x + 0.4 * guided(teacher, x), atol=2e-4)
+    eps = nnx.jit(lambda t, x: t.epsilon(x, tau, cond, 5.0, 3.0))(teacher, x)
+    np.testing.assert_allclose(eps, x + 0.4 * guided(teacher, x), atol=2e-4)
 
 
 def test_adapter_and_lora_train_while_the_dit_stays_frozen():
@@ -167,7 +179,8 @@ def test_reference_frame_is_kept_by_the_sampler():
     teacher = _teacher()
     ref = jax.random.normal(jax.random.key(11), (2, 1, 4, 4, 4))
     cond = _cond()._replace(reference=ref)
-    out = sampler.sample(teacher, jax.random.normal(jax.random.key(12), SHAPE), cond, num_steps=2)
+    out = nnx.jit(lambda t, n: sampler.sample(t, n, cond, num_steps=2))(teacher, jax.random.normal(jax.random.key(12),
+                                                                                                 SHAPE))
     np.testing.assert_array_equal(out[:, :1], ref)
     assert out.shape == SHAPE and bool(jnp.all(jnp.isfinite(out)))
 

@@ -25,33 +25,42 @@ def _cl(x):  # (B, C, T, H, W) -> (B, T, H, W, C)
     return np.asarray(x).transpose(0, 2, 3, 4, 1)
 
 
+def _encode(vae, video, **kw):  # jit: far faster than op-by-op on CPU
+    return jax.jit(lambda m, v: m.encode(v, **kw))(vae, video)
+
+
+def _decode(vae, z, **kw):
+    return jax.jit(lambda m, z: m.decode(z, **kw))(vae, z)
+
+
 def test_encode_parity_one_pass_and_chunked(golden):
     vae, io = golden
     expected = _cl(io["moments"])
     assert expected.shape == (1, 3, 3, 2, 8)  # 9 frames -> 3 latents, 24x16 -> 3x2, mean | logvar
-    np.testing.assert_allclose(jax.jit(lambda m, v: m.encode(v))(vae, _cl(io["video"])), expected, atol=1e-4)
-    np.testing.assert_allclose(vae.encode(_cl(io["video"]), chunked=True), expected, atol=1e-4)
+    np.testing.assert_allclose(_encode(vae, _cl(io["video"])), expected, atol=1e-4)
+    np.testing.assert_allclose(_encode(vae, _cl(io["video"]), chunked=True), expected, atol=1e-4)
     # frames past 1 + 4k are dropped, as upstream
     longer = np.concatenate([_cl(io["video"]), _cl(io["video"])[:, :3]], axis=1)
-    np.testing.assert_allclose(vae.encode(longer), expected, atol=1e-4)
+    np.testing.assert_allclose(_encode(vae, longer), expected, atol=1e-4)
     assert np.std(expected) > 0.1
 
 
 @pytest.mark.parametrize("chunk", [None, 1, 2])
 def test_decode_parity_one_pass_and_chunked(golden, chunk):
     vae, io = golden
-    out = vae.decode(_cl(io["z"]), chunk_frames=chunk)
+    out = _decode(vae, _cl(io["z"]), chunk_frames=chunk)
     assert out.shape == (1, 9, 24, 16, 3)
     np.testing.assert_allclose(out, _cl(io["decoded"]), atol=1e-4)
-    np.testing.assert_allclose(vae.decode(_cl(io["z"]), chunk_frames=chunk, clamp=False), _cl(io["decoded_raw"]),
-                               atol=1e-4)
+    if chunk == 1:  # clamping changes nothing here (|x| < 1): the raw decode is the same
+        np.testing.assert_allclose(_decode(vae, _cl(io["z"]), chunk_frames=chunk, clamp=False),
+                                   _cl(io["decoded_raw"]), atol=1e-4)
     assert np.std(io["decoded"]) > 0.1
 
 
 def test_reconstruction_parity_and_latent_normalisation(golden):
     vae, io = golden
-    mean = vae.latent_mean(_cl(io["video"]))
-    np.testing.assert_allclose(vae.decode(mean), _cl(io["recon"]), atol=1e-4)
+    mean = jax.jit(lambda m, v: m.latent_mean(v))(vae, _cl(io["video"]))
+    np.testing.assert_allclose(_decode(vae, mean), _cl(io["recon"]), atol=1e-4)
     np.testing.assert_allclose(vae.denormalize(vae.normalize(mean)), mean, atol=1e-6)
     assert vae.spec.latents_std == (1.5, 0.8, 1.2, 1.0)
     np.testing.assert_allclose(vae.normalize(mean)[..., 1], (mean[..., 1] + 0.2) / 0.8, atol=1e-6)
@@ -63,13 +72,13 @@ def test_causal_in_time(golden):
     video = _cl(io["video"])
     changed = video.copy()
     changed[:, 5:] = 0.0  # frames 5..8 only feed latent frame 2
-    a, b = vae.encode(video), vae.encode(changed)
+    a, b = _encode(vae, video), _encode(vae, changed)
     np.testing.assert_allclose(a[:, :2], b[:, :2], atol=1e-6)
     assert np.abs(a[:, 2] - b[:, 2]).max() > 1e-3
     z = _cl(io["z"])
     z2 = z.copy()
     z2[:, 2] = 0.0  # latent 2 -> frames 5..8
-    a, b = vae.decode(z, clamp=False), vae.decode(z2, clamp=False)
+    a, b = _decode(vae, z, clamp=False), _decode(vae, z2, clamp=False)
     np.testing.assert_allclose(a[:, :5], b[:, :5], atol=1e-6)
     assert np.abs(a[:, 5:] - b[:, 5:]).max() > 1e-3
 
@@ -89,7 +98,7 @@ def test_wan21_vae_parameter_count_and_axes():
 def test_bfloat16_vae_within_tolerance(golden):
     _, io = golden
     vae = loaders.load_wan_vae(VAE_DIR, dtype="bfloat16")
-    out = vae.decode(_cl(io["z"]).astype(jnp.bfloat16))
+    out = _decode(vae, _cl(io["z"]).astype(jnp.bfloat16))
     err = np.abs(np.asarray(out) - _cl(io["decoded"]))
     assert err.max() < 0.05 and err.mean() < 0.01, (err.max(), err.mean())
 
