@@ -372,6 +372,9 @@ def make_torch_pickle(out_dir):
 from make_golden_teacher import TEACHER_PRODUCERS  # noqa: E402  (Wan2.1 DiT / VAE, umT5: teacher golden files)
 
 PRODUCERS.update(TEACHER_PRODUCERS)
+from make_golden_eval import EVAL_PRODUCERS  # noqa: E402  (SyncNet, pytorch-fid InceptionV3: metric golden files)
+
+PRODUCERS.update(EVAL_PRODUCERS)
 
 
 def main(argv=None):
