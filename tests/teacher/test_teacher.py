@@ -13,6 +13,7 @@ from flax import nnx
 from avatar_jax.teacher import checkpoint, dit, loaders, sampler, schedules
 from avatar_jax.teacher.audio_adapter import AudioAdapter, pack_per_latent_frame
 from avatar_jax.teacher.teacher import Conditions, VideoTeacher
+from avatar_jax.train import sharding
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "..", "golden", "data")
 SHAPE = (2, 3, 4, 4, 4)  # (B, F, h, w, z)
@@ -199,3 +200,13 @@ def test_missing_teacher_weights_error_names_the_layout(tmp_path):
     shutil.copytree(os.path.join(GOLDEN, "wan_vae"), tmp_path / "vae")
     weights = loaders.load_teacher(str(tmp_path))
     assert weights.dit.spec.num_layers == 2 and weights.vae.spec.z_dim == 4 and weights.text_encoder is None
+
+
+def test_adapter_and_lora_parameters_carry_logical_axes():
+    teacher = _teacher(lora=True)
+    flat = nnx.to_flat_state(nnx.state(teacher, nnx.Param))
+    assert any("adapter" in "/".join(map(str, p)) for p, _ in flat)
+    for path, var in flat:
+        names = var.get_metadata().get("out_sharding")
+        assert names is not None and len(names) == len(var.shape), path
+        sharding.logical_to_mesh_spec(tuple(names))
