@@ -72,8 +72,9 @@ class LocalSelfAttention(nnx.Module):
         k = _blocks_with_neighbours(to_blocks(k), n)  # (nb, 3n, H, Dh)
         v = _blocks_with_neighbours(to_blocks(v), n)
         # key position of each (block, slot) in the padded sequence; invalid outside [0, length)
-        key_pos = (np.arange(nb)[:, None] - 1) * n + np.arange(3 * n)[None, :]
-        valid = jnp.asarray((key_pos >= 0) & (key_pos < length))  # (nb, 3n)
+        # (jnp, not np: ``length`` may be symbolic when the encoder is exported with jax.export)
+        key_pos = (jnp.arange(nb)[:, None] - 1) * n + jnp.arange(3 * n)[None, :]
+        valid = (key_pos >= 0) & (key_pos < length)  # (nb, 3n)
         scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(width // self.heads)
         scores = jnp.where(valid[:, None, None, :], scores, -1e30)
         attn = jax.nn.softmax(scores, axis=-1)

@@ -83,7 +83,8 @@ def _log_mel(audio: jax.Array, n_mels: int) -> jax.Array:
     pad = N_FFT // 2
     x = jnp.pad(audio, (pad, pad), mode="reflect")
     n_frames = 1 + audio.shape[0] // HOP
-    idx = np.arange(n_frames)[:, None] * HOP + np.arange(N_FFT)[None, :]
+    # jnp (not np) indices: the length may be symbolic when the encoder is exported (jax.export)
+    idx = jnp.arange(n_frames)[:, None] * HOP + jnp.arange(N_FFT)[None, :]
     frames = x[idx] * jnp.asarray(_periodic_hann(N_FFT), jnp.float32)
     spec = jnp.fft.rfft(frames, axis=-1)
     power = jnp.square(spec.real) + jnp.square(spec.imag)  # (frames, 201)
