@@ -55,3 +55,13 @@ def sample(teacher: VideoTeacher, noise: jax.Array, cond: Conditions, *, num_ste
 
     x = jax.lax.fori_loop(0, num_steps, body, noise)
     return with_reference(x, cond.reference)
+
+
+def decode_frames(vae, latents: jax.Array, *, chunk_frames: int | None = None) -> jax.Array:
+    """Sampled latents (the DiT's normalised space) -> RGB frames ``(B, 1 + 4(F-1), H, W, 3)`` uint8.
+
+    Undoes the latent normalisation, decodes with the causal VAE (optionally ``chunk_frames`` latent frames
+    at a time) and maps [-1, 1] to [0, 255].
+    """
+    video = vae.decode(vae.denormalize(latents), chunk_frames=chunk_frames)
+    return jnp.round((video + 1.0) * 127.5).astype(jnp.uint8)

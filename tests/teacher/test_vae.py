@@ -109,3 +109,14 @@ def test_missing_and_unsupported_vae(tmp_path):
     (tmp_path / "config.json").write_text('{"_class_name": "AutoencoderKLWan", "is_residual": true}')
     with pytest.raises(checkpoint.TeacherWeightsError, match="Wan2.2"):
         loaders.load_wan_vae(str(tmp_path))
+
+
+def test_decode_frames_from_normalised_latents(golden):
+    from avatar_jax.teacher.sampler import decode_frames
+
+    vae, io = golden
+    z = _cl(io["z"])
+    frames = jax.jit(lambda m, x: decode_frames(m, x))(vae, vae.normalize(z))
+    assert frames.dtype == jnp.uint8 and frames.shape == (1, 9, 24, 16, 3)
+    expected = np.round((_cl(io["decoded"]) + 1) * 127.5)
+    assert np.abs(frames.astype(np.float32) - expected).max() <= 1.0
