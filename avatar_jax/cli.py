@@ -28,8 +28,8 @@ class Command:
 
 COMMANDS: dict[str, Command] = {
     "train": Command("train or distill an avatar model, sharded over a device mesh", None, "issue #6 / training"),
-    "render": Command("render a talking video from audio or text", None, "issue #6 / inference"),
-    "export": Command("export a checkpoint into an inference bundle", None, "export issue"),
+    "render": Command("render a talking video from audio or text", "avatar_jax.commands.render"),
+    "export": Command("export a checkpoint into an inference bundle", "avatar_jax.commands.export"),
     "reconstruct": Command("build a canonical avatar from one photo", "avatar_jax.commands.reconstruct", ""),
     "prepare": Command("turn talking videos (or synthetic clips) into training records", "avatar_jax.data.prepare"),
     "bench": Command("benchmarks: renderer, encoders, model, loader", "avatar_jax.bench.command", ""),

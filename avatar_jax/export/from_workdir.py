@@ -1,0 +1,69 @@
+"""``export_workdir``: a training workdir's latest checkpoint -> an inference bundle.
+
+Reads ``WORKDIR/config.json``, restores the newest complete step through the run's
+:class:`~avatar_jax.train.checkpoint.Checkpointer` on a one-device mesh, rebuilds the canonical
+avatar the run trained on (its dataset's avatar, or ``train.avatar``) and the clips' camera, and
+hands them to :func:`~avatar_jax.export.bundle.export_bundle`. This is the one place export touches
+training code; loading a bundle never does.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import jax
+import numpy as np
+
+from avatar_jax.errors import InputError
+from avatar_jax.export.bundle import DEFAULT_RESOLUTIONS, export_bundle
+from avatar_jax.export.layout import PLATFORMS
+
+
+def camera_from_view(viewmat: np.ndarray, K: np.ndarray, height: int, centre: np.ndarray) -> dict:
+    """A world-to-camera ``viewmat (4,4)`` and ``K (3,3)`` -> ``dict(eye, target, up, fov_y_deg)``."""
+    rot, trans = np.asarray(viewmat, np.float64)[:3, :3], np.asarray(viewmat, np.float64)[:3, 3]
+    eye = -rot.T @ trans
+    forward, down = rot[2], rot[1]
+    dist = max(float(np.dot(centre - eye, forward)), 1e-3)
+    fov = math.degrees(2 * math.atan(0.5 * height / float(K[1][1])))
+    return dict(eye=eye.tolist(), target=(eye + dist * forward).tolist(), up=(-down).tolist(), fov_y_deg=fov)
+
+
+def export_workdir(workdir: str, out: str, *, data_root: str | None = None,
+                   resolutions=DEFAULT_RESOLUTIONS, platforms=PLATFORMS, capacity_factor: float = 4.0,
+                   progress=None) -> tuple[str, int]:
+    """Export the latest checkpoint of ``workdir`` to the bundle ``out``; returns ``(out, step)``."""
+    from avatar_jax.train.checkpoint import CONFIG_FILE, Checkpointer
+
+    cfg_path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.isdir(workdir) or not os.path.exists(cfg_path):
+        raise InputError(f"{workdir!r} is not a training workdir (no {CONFIG_FILE})")
+    import ml_collections
+
+    from avatar_jax.train import avatar as avatar_lib
+    from avatar_jax.train import data, sharding
+    from avatar_jax.train import state as state_lib
+    from avatar_jax.train.optimizer import make_optimizer
+
+    with open(cfg_path) as f:
+        config = ml_collections.ConfigDict(json.load(f))
+    ckpt = Checkpointer(workdir, config, async_save=False)
+    step = ckpt.latest_step()
+    if step is None:
+        raise InputError(f"workdir {workdir!r} has no complete checkpoint yet; train first")
+    mesh = sharding.make_mesh(dict(data=1, fsdp=1, model=1), jax.devices()[:1])
+    graphdef, abstract = state_lib.abstract_state(config, mesh, make_optimizer(config.train))
+    state, _ = ckpt.restore(step, abstract)
+    root = data_root or config.data.root
+    source = data.make_source(config, root, "train")
+    trained = avatar_lib.load_training_avatar(config, root, source.subjects)
+    first = source[0]
+    centre = np.asarray(trained.avatar.means).mean(0)
+    camera = camera_from_view(first["viewmat"], first["K"], int(source.height), centre)
+    params = jax.device_get(state.params)
+    export_bundle(out, config=config, graphdef=graphdef, params=params, avatar=trained.avatar,
+                  resolutions=resolutions, platforms=platforms, camera=camera, capacity_factor=capacity_factor,
+                  source=f"{os.path.abspath(workdir)} step {step}", progress=progress)
+    return out, step
