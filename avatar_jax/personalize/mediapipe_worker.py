@@ -13,6 +13,7 @@ Output ``.npz``: ``pose (33,4)``, ``face (478,3)``, ``left_hand (21,3)``, ``righ
 (x, y, z-relative, visibility for pose; NaN rows when a part is not found), ``mask (H,W) float32``
 (person segmentation), ``faces (F,4)`` face boxes (x0, y0, x1, y1) in pixels ordered largest first,
 ``person`` (the index used) and ``crop (4,)`` (x0, y0, x1, y1 of the region Holistic saw).
+With ``faces`` instead of ``PERSON`` only the face detector runs and only ``faces`` is written.
 """
 
 import sys
@@ -59,13 +60,16 @@ def person_crop(boxes: np.ndarray, person: int, w: int, h: int) -> tuple[int, in
     return (int(max(0, left)), int(max(0, top)), int(min(w, right)), h)
 
 
-def main(src: str, dst: str, person: int = -1) -> int:
+def main(src: str, dst: str, person: int = -1, faces_only: bool = False) -> int:
     import mediapipe as mp
 
     image = np.load(src)
     h, w = image.shape[:2]
     with mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5) as fd:
         boxes = face_boxes(fd.process(image).detections or [], w, h)
+    if faces_only:
+        np.savez(dst, faces=boxes)
+        return 0
     crop = (0, 0, w, h)
     if len(boxes) > 1 or person > 0:
         person = max(person, 0)
@@ -90,4 +94,6 @@ def main(src: str, dst: str, person: int = -1) -> int:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 3 and sys.argv[3] == "faces":
+        sys.exit(main(sys.argv[1], sys.argv[2], faces_only=True))
     sys.exit(main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else -1))

@@ -120,7 +120,11 @@ def fit_photo(cloud: GaussianCloud, skinning: jax.Array, camera: cam_lib.Camera,
                                                 jnp.asarray(crops.photo), crop_mask, cap_crop)
             w, c = w + wb.sum(0), c + cb.sum(0)
             w_px = w_px + jnp.sum(wb / jnp.asarray(zoom**2, jnp.float32)[:, None], 0)
-        return np.asarray(w_px), np.asarray(c / jnp.maximum(w, 1e-8)[:, None])
+        # Weight alone lets the far side show through gaps of a thin cloud; a seen surface also faces us.
+        normal = quaternion.to_matrix(quats)[:, :, 2]
+        to_cam = camera.position - means
+        facing = jnp.sum(normal * to_cam, -1) > 0.05 * jnp.linalg.norm(to_cam, axis=-1)
+        return np.asarray(jnp.where(facing, w_px, 0.0)), np.asarray(c / jnp.maximum(w, 1e-8)[:, None])
 
     means0, quats0 = pose_cloud(cloud, skinning)
     scales0 = jnp.exp(cloud.log_scales)
