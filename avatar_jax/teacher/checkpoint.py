@@ -15,6 +15,7 @@ import json
 import os
 from collections.abc import Callable
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -138,9 +139,15 @@ def variable(model: nnx.Module, path: tuple) -> nnx.Variable:
     return node
 
 
-def fill(model: nnx.Module, weights: dict, plan: Plan, path: str, dtype=None) -> None:
+def fill(model: nnx.Module, weights: dict, plan: Plan, path: str, dtype=None, mesh=None) -> None:
     """Set every parameter named in ``plan`` from ``weights`` (checking shapes), cast to ``dtype`` or the
-    parameter's own dtype; unused upstream tensors are an error (an unknown variant of the model)."""
+    parameter's own dtype; unused upstream tensors are an error (an unknown variant of the model).
+
+    With a ``mesh``, each parameter goes straight to its sharding (its logical axes through the rules
+    table), one tensor at a time, so a model larger than one device never sits whole on any of them.
+    """
+    from avatar_jax.train.sharding import named_sharding
+
     used = set()
     for target, key, transform in plan:
         if key not in weights:
@@ -151,7 +158,12 @@ def fill(model: nnx.Module, weights: dict, plan: Plan, path: str, dtype=None) ->
             raise TeacherWeightsError(
                 f"{path}: tensor {key!r} of shape {tuple(np.shape(weights[key]))} does not fit parameter "
                 f"{'/'.join(map(str, target))} of shape {tuple(var.shape)}")
-        var.set_value(jnp.asarray(array, dtype or var.dtype))
+        value = array.astype(dtype or var.dtype)
+        if mesh is not None:
+            names = var.get_metadata().get("out_sharding") or (None,) * value.ndim
+            var.set_value(jax.device_put(value, named_sharding(mesh, tuple(names))))
+        else:
+            var.set_value(jnp.asarray(value))
         used.add(key)
     extra = sorted(set(weights) - used)
     if extra:

@@ -80,10 +80,11 @@ def wan_dit_plan(spec: WanDiTSpec) -> ck.Plan:
     return plan
 
 
-def load_wan_dit(path: str, **options) -> WanDiT:
+def load_wan_dit(path: str, *, mesh=None, **options) -> WanDiT:
     """A :class:`WanDiT` with the weights of the diffusers folder ``path`` (``TEACHER_DIR/transformer``).
 
     ``options``: :class:`WanDiTSpec` fields such as ``dtype="bfloat16"``, ``param_dtype``, ``remat="full"``.
+    ``mesh``: place every parameter directly with its sharding (e.g. FSDP x tensor-parallel for 14B).
     """
     config = ck.read_config(path, "transformer")
     if config.get("_class_name", "WanTransformer3DModel") != "WanTransformer3DModel":
@@ -94,7 +95,7 @@ def load_wan_dit(path: str, **options) -> WanDiT:
     model = nnx.eval_shape(lambda: WanDiT(spec, rngs=nnx.Rngs(0)))
     # each parameter keeps its declared dtype: param_dtype, except the time path and the modulation
     # tables, which stay float32 (upstream keeps them fp32)
-    ck.fill(model, weights, wan_dit_plan(spec), os.fspath(path))
+    ck.fill(model, weights, wan_dit_plan(spec), os.fspath(path), mesh=mesh)
     return model
 
 

@@ -88,14 +88,15 @@ def test_every_parameter_has_logical_axes_and_14b_shards_fsdp_x_tensor():
     assert big_sharded == 40 * 10 + 3
 
 
-def test_sharded_forward_on_8_devices_matches(golden):
-    model, io = golden
+def test_sharded_load_and_forward_on_8_devices_matches(golden):
+    _, io = golden
     mesh = sharding.make_mesh({"data": 1, "fsdp": 4, "model": 2})
-    graphdef, state = nnx.split(model)
     # the tiny model's dims (24, 40) are divisible by 4 and 2 where sharded
-    state = jax.device_put(state, sharding.state_shardings(mesh, state))
-    assert any(not x.sharding.is_fully_replicated for x in jax.tree.leaves(state))
-    out = _run(nnx.merge(graphdef, state), io)
+    model = loaders.load_wan_dit(DIT_DIR, mesh=mesh)
+    q = model.blocks[0].attn1.to_q.kernel[...]
+    assert q.sharding.spec == jax.sharding.PartitionSpec("fsdp", "model") and len(q.sharding.device_set) == 8
+    assert q.addressable_shards[0].data.shape == (6, 12)
+    out = _run(model, io)
     np.testing.assert_allclose(np.asarray(out).transpose(0, 4, 1, 2, 3), io["out"], atol=1e-4)
 
 
