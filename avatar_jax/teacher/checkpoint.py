@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 
 import jax
 import jax.numpy as jnp
@@ -59,46 +59,70 @@ def read_config(path: str, component: str) -> dict:
             raise TeacherWeightsError(f"{file} is not valid JSON: {e}") from e
 
 
-def _read_safetensors(file: str) -> dict[str, np.ndarray]:
-    from safetensors import safe_open
+class LazyWeights(MutableMapping):
+    """``{upstream key: array}`` over safetensors files, each tensor read (memory-mapped) only when asked
+    for, so that converting a 14B checkpoint never holds all of it in host memory at once. Deleting a key
+    only forgets it (for tensors the converter deliberately skips)."""
 
-    out = {}
-    try:
-        with safe_open(file, framework="numpy") as f:
-            for k in f.keys():
-                out[k] = f.get_tensor(k)
-    except TypeError:  # bfloat16 tensors: numpy has no such dtype, go through ml_dtypes (flax framework)
-        with safe_open(file, framework="flax") as f:
-            for k in f.keys():
-                out[k] = np.asarray(f.get_tensor(k))
-    except Exception as e:  # corrupt header, truncated file
-        raise TeacherWeightsError(f"cannot read {file}: {e}") from e
-    return out
+    def __init__(self, files: list[str]):
+        from safetensors import safe_open
+
+        self._file: dict[str, str] = {}
+        for file in files:
+            try:
+                with safe_open(file, framework="numpy") as f:
+                    self._file.update({k: file for k in f.keys()})
+            except Exception as e:  # corrupt header, truncated file
+                raise TeacherWeightsError(f"cannot read {file}: {e}") from e
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        from safetensors import safe_open
+
+        file = self._file[key]
+        try:
+            with safe_open(file, framework="numpy") as f:
+                return f.get_tensor(key)
+        except TypeError:  # bfloat16: numpy has no such dtype, go through ml_dtypes (flax framework)
+            with safe_open(file, framework="flax") as f:
+                return np.asarray(f.get_tensor(key))
+        except Exception as e:
+            raise TeacherWeightsError(f"cannot read tensor {key!r} from {file}: {e}") from e
+
+    def __setitem__(self, key, value):
+        raise TypeError("LazyWeights is read-only")
+
+    def __delitem__(self, key: str) -> None:
+        del self._file[key]
+
+    def __iter__(self):
+        return iter(self._file)
+
+    def __len__(self) -> int:
+        return len(self._file)
 
 
 WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "model.safetensors")
 
 
-def read_weights(path: str, component: str) -> dict[str, np.ndarray]:
-    """``{upstream key: array}`` from ``path``: one safetensors file or a sharded index of them."""
+def read_weights(path: str, component: str) -> LazyWeights:
+    """``{upstream key: array}`` (read lazily) from ``path``: one safetensors file or a sharded index of them."""
     path = os.fspath(path)
     if not os.path.isdir(path):
         raise _missing(f"{component} weights directory {path!r} does not exist")
     for name in WEIGHT_NAMES:
         file = os.path.join(path, name)
         if os.path.isfile(file):
-            return _read_safetensors(file)
+            return LazyWeights([file])
         index = file + ".index.json"
         if os.path.isfile(index):
             with open(index) as f:
                 shards = sorted(set(json.load(f)["weight_map"].values()))
-            out = {}
+            files = []
             for shard in shards:
-                shard_file = os.path.join(path, shard)
-                if not os.path.isfile(shard_file):
+                files.append(os.path.join(path, shard))
+                if not os.path.isfile(files[-1]):
                     raise _missing(f"{index} lists shard {shard}, which is missing from {path}")
-                out.update(_read_safetensors(shard_file))
-            return out
+            return LazyWeights(files)
     if any(f.endswith((".bin", ".pt", ".pth", ".ckpt")) for f in os.listdir(path)):
         raise TeacherWeightsError(f"{path} holds only pickled weights; convert them to safetensors (no pickle is read)")
     raise _missing(f"{path} has no safetensors weights ({component})")

@@ -91,7 +91,8 @@ def load_wan_dit(path: str, *, mesh=None, **options) -> WanDiT:
         raise ck.TeacherWeightsError(f"{path} holds a {config['_class_name']}, not a WanTransformer3DModel")
     spec = wan_dit_spec(config, **options)
     weights = ck.read_weights(path, "transformer")
-    weights = {k: v for k, v in weights.items() if "norm_added_q" not in k}  # ignored upstream too
+    for key in [k for k in weights if "norm_added_q" in k]:  # ignored upstream too
+        del weights[key]
     model = nnx.eval_shape(lambda: WanDiT(spec, rngs=nnx.Rngs(0)))
     # each parameter keeps its declared dtype: param_dtype, except the time path and the modulation
     # tables, which stay float32 (upstream keeps them fp32)
