@@ -145,6 +145,10 @@ class SyncScores(NamedTuple):
     mean_dists: np.ndarray  # (31,) mean distance for offsets -15..15
 
 
+_lip_fn = nnx.jit(lambda m, x: m.embed_lips(x))
+_aud_fn = nnx.jit(lambda m, x: m.embed_audio(x))
+
+
 def features(model: SyncNet, frames: np.ndarray, audio: np.ndarray, *, fps: float = 25.0, batch: int = 20):
     """Lip and audio embeddings as upstream's evaluate makes them.
 
@@ -161,16 +165,14 @@ def features(model: SyncNet, frames: np.ndarray, audio: np.ndarray, *, fps: floa
     if length < 1:
         raise InputError(f"clip too short for SyncNet: {len(frames)} frames, {len(audio)} samples (need > 5 frames)")
     bgr = frames[..., ::-1].astype(np.float32)
-    lip_fn = nnx.jit(lambda m, x: m.embed_lips(x))
-    aud_fn = nnx.jit(lambda m, x: m.embed_audio(x))
     lips, auds = [], []
     batch = min(batch, length)
     for start in range(0, length, batch):
         idx = np.minimum(np.arange(start, start + batch), length - 1)  # one batch shape: one compile
         clips = np.stack([bgr[v : v + 5] for v in idx])
         windows = np.stack([cc[:, 4 * v : 4 * v + 20] for v in idx])
-        lips.append(np.asarray(lip_fn(model, jnp.asarray(clips))))
-        auds.append(np.asarray(aud_fn(model, jnp.asarray(windows))))
+        lips.append(np.asarray(_lip_fn(model, jnp.asarray(clips))))
+        auds.append(np.asarray(_aud_fn(model, jnp.asarray(windows))))
     return np.concatenate(lips)[:length], np.concatenate(auds)[:length]
 
 
