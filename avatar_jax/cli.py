@@ -27,7 +27,7 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {
-    "train": Command("train or distill an avatar model, sharded over a device mesh", None, "issue #6 / training"),
+    "train": Command("train or distill an avatar model, sharded over a device mesh", "avatar_jax.commands.train"),
     "render": Command("render a talking video from audio or text", "avatar_jax.commands.render"),
     "export": Command("export a checkpoint into an inference bundle", "avatar_jax.commands.export"),
     "reconstruct": Command("build a canonical avatar from one photo", "avatar_jax.commands.reconstruct", ""),

@@ -15,3 +15,7 @@ class InputError(AvatarJaxError, ValueError):
 
 class NotBuiltError(AvatarJaxError):
     """A command or feature that is planned but not implemented yet."""
+
+
+class TrainingError(AvatarJaxError):
+    """A training run cannot go on (e.g. too many non-finite steps in a row); the message says why."""

@@ -58,8 +58,23 @@ def defaults() -> ml_collections.ConfigDict:
     c.train.steps = 100
     c.train.learning_rate = 1e-3
     c.train.checkpoint_dir = "runs/tiny"
-    c.train.checkpoint_every = 50
+    c.train.checkpoint_every = 50  # 0: no checkpoints
     c.train.log_every = 10
+    # Optimiser (avatar_jax.train.optimizer): AdamW, linear warmup then cosine decay, global-norm clipping.
+    c.train.warmup_steps = 10
+    c.train.end_lr_ratio = 0.1  # the cosine ends at learning_rate * end_lr_ratio
+    c.train.weight_decay = 1e-4
+    c.train.adam_b1 = 0.9
+    c.train.adam_b2 = 0.999
+    c.train.grad_clip = 1.0  # global-norm clip; 0 disables
+    c.train.grad_accum = 1  # >1: optax.MultiSteps, one update every grad_accum batches
+    c.train.max_bad_steps = 5  # non-finite steps in a row (skipped, params unchanged) before the job stops
+    c.train.debug_nan_steps = ()  # steps whose batch audio is set to NaN (tests the guard)
+    c.train.avatar = ""  # "": the dataset's avatar (written by prepare); or a reconstruct folder / avatar.npz
+    c.train.capacity_factor = 4.0  # render slots = power of two >= factor x the rest pose's intersections
+    c.train.image_every = 50  # rendered frame grid to TensorBoard every N steps (0: never)
+    c.train.eval_clips = 2  # held-out (test split) clips scored before and after training (0: none)
+    c.train.eval_frames = 0  # frames scored from the start of each held-out clip (0: the whole clip)
 
     # Training losses (paper 3.3, avatar_jax/train/losses.py): term weights, then each term's settings.
     c.loss = ml_collections.ConfigDict()

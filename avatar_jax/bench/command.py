@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, str] = {
     "audio_io": "avatar_jax.bench.audio_io",
     "model": "avatar_jax.bench.model",
     "loader": "avatar_jax.bench.loader",
+    "train": "avatar_jax.bench.train",
     "inference": "avatar_jax.bench.inference",
 }
 

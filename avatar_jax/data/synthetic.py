@@ -5,7 +5,9 @@ conversational corpus is spoken by :mod:`avatar_jax.audio.tts` in one of several
 timings and loudness drive the rig (:mod:`avatar_jax.data.motion`, :mod:`avatar_jax.data.rig`); the posed
 Gaussians are rendered with :func:`avatar_jax.render.render`; keypoints are the rig's points projected
 with the same camera (exact, confidence 1 where defined and in view); the mask is the rendered alpha.
-The controls are stored in ``ClipMeta.extra["controls"]`` so the audio-motion relation is known.
+The controls are stored in ``ClipMeta.extra["controls"]`` so the audio-motion relation is known, and
+the rigged figure itself (with its landmark rest points) in ``avatars/<subject>.npz``: the canonical
+avatar a training run on these clips deforms (:mod:`avatar_jax.train.avatar`).
 """
 
 from __future__ import annotations
@@ -130,6 +132,41 @@ def project_keypoints(r: rig.Rig, transforms, camera: Camera) -> dict[str, np.nd
     return out
 
 
+AVATARS_DIR = "avatars"
+
+
+def avatar_path(root: str, subject: str) -> str:
+    """Where a dataset keeps the avatar its clips show: ``root/avatars/<subject>.npz``."""
+    return os.path.join(root, AVATARS_DIR, f"{subject}.npz")
+
+
+def save_rig_avatar(path: str, r: rig.Rig) -> None:
+    """Write the rigged figure the clips are rendered from (what training must deform) and its landmarks.
+
+    Landmarks follow :mod:`avatar_jax.model.landmarks`' order (pose 33, face 478, left hand 21, right
+    hand 21): ``landmarks (553,3)`` rest positions, ``landmarks_defined (553,)`` (False: the rig has none).
+    """
+    fig = r.figure
+    order = [r.keypoints["body"], r.keypoints["face"]] + [tuple(a[k] for a in r.keypoints["hands"]) for k in (0, 1)]
+    rest = np.concatenate([np.asarray(e[0], np.float32).reshape(-1, 3) for e in order])
+    defined = np.concatenate([np.asarray(e[2], bool).reshape(-1) for e in order])
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, means=fig.means, quats=fig.quats, scales=fig.scales, opacities=fig.opacities, colors=fig.colors,
+             part=fig.part.astype(np.int32), landmarks=rest, landmarks_defined=defined)
+    os.replace(tmp, path)
+
+
+def load_rig_avatar(path: str) -> tuple[rig.Figure, np.ndarray, np.ndarray]:
+    """``(figure, landmarks (553,3), landmarks_defined (553,))`` from :func:`save_rig_avatar`'s file."""
+    try:
+        with np.load(path) as z:
+            fig = rig.Figure(*(np.asarray(z[f.name]) for f in dataclasses.fields(rig.Figure)))
+            return fig, np.asarray(z["landmarks"], np.float32), np.asarray(z["landmarks_defined"], bool)
+    except (OSError, ValueError, KeyError) as e:
+        raise InputError(f"cannot read the dataset avatar {path!r}: {e}") from None
+
+
 @dataclasses.dataclass
 class SyntheticClip:
     frames: np.ndarray  # (T,H,W,3) uint8
@@ -192,11 +229,13 @@ def prepare_synthetic(avatar: str, out: str, opts: SyntheticOptions, *, workers:
         for s, voice, k in jobs:
             subject = f"{'synthetic' if avatar == 'synthetic' else os.path.basename(os.path.normpath(avatar))}_{s}"
             clip_id = _clip_id(subject, voice, k)
-            if force or not records.is_complete(out, clip_id):
-                if s not in rigs:
-                    built = rig.build_rig(figure_from_avatar(avatar, opts.num_gaussians, seed=seed + s), seed=s)
-                    cam = frame_camera(built, opts.size, opts.framing, opts.fov_y_deg)
-                    rigs[s] = (built, render_capacity(built, cam))
+            todo = force or not records.is_complete(out, clip_id)
+            if s not in rigs and (todo or not os.path.exists(avatar_path(out, subject))):
+                built = rig.build_rig(figure_from_avatar(avatar, opts.num_gaussians, seed=seed + s), seed=s)
+                cam = frame_camera(built, opts.size, opts.framing, opts.fov_y_deg)
+                rigs[s] = (built, render_capacity(built, cam))
+                save_rig_avatar(avatar_path(out, subject), built)  # training deforms this same avatar
+            if todo:
                 category, text = corpus.sentences(1, offset=k + s)[0]
                 clip = make_clip(rigs[s][0], text, voice, size=opts.size, framing=opts.framing, fps=opts.fps,
                                  seed=seed + 7919 * s + k, fov_y_deg=opts.fov_y_deg, capacity=rigs[s][1])

@@ -99,16 +99,35 @@ def named_sharding(mesh: Mesh, logical_axes: Sequence[str | None]) -> NamedShard
     return NamedSharding(mesh, logical_to_mesh_spec(logical_axes))
 
 
+def fit_spec(mesh: Mesh, spec: PartitionSpec, shape: Sequence[int]) -> PartitionSpec:
+    """``spec`` without the mesh axes that do not divide their dimension of ``shape`` (those dims are
+    replicated over that axis instead), so one rules table serves every mesh shape."""
+    out = []
+    for dim, entry in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec)), strict=False):
+        axes = () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
+        kept, ways = [], 1
+        for a in axes:
+            if dim % (ways * mesh.shape[a]) == 0:
+                kept.append(a)
+                ways *= mesh.shape[a]
+        out.append(None if not kept else kept[0] if len(kept) == 1 else tuple(kept))
+    return PartitionSpec(*out)
+
+
 def state_shardings(mesh: Mesh, state):
     """NamedShardings for an NNX state whose Variables carry logical ``out_sharding`` names.
 
-    Variables without annotations are replicated.
+    Variables without annotations are replicated; a dimension a mesh axis does not divide is
+    replicated over that axis (:func:`fit_spec`).
     """
     from flax import nnx
 
     def to_sharding(variable):
         names = variable.get_metadata().get("out_sharding") if hasattr(variable, "get_metadata") else None
         spec = logical_to_mesh_spec(tuple(names)) if names else PartitionSpec()
+        shape = getattr(variable.get_value() if hasattr(variable, "get_value") else variable.value, "shape", None)
+        if shape is not None:
+            spec = fit_spec(mesh, spec, shape)
         return variable.replace(NamedSharding(mesh, spec))
 
     return jax.tree.map(to_sharding, state, is_leaf=lambda x: isinstance(x, nnx.Variable))

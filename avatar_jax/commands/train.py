@@ -1,0 +1,27 @@
+"""``avatar-jax train --config configs/tiny.py --workdir DIR [--data DIR]``: the training job.
+
+Arguments -> :func:`avatar_jax.train.loop.train`. Resumes from the workdir's latest checkpoint; the
+summary (losses, held-out scores, compiled memory/FLOPs) lands in ``DIR/summary.json``.
+"""
+
+from __future__ import annotations
+
+
+def add_arguments(parser):
+    parser.add_argument("--workdir", default=None, help="run folder: checkpoints, TensorBoard, summary "
+                                                        "(default: config.train.checkpoint_dir)")
+    parser.add_argument("--data", default=None, help="prepared dataset folder (default: config.data.root)")
+    parser.add_argument("--no-progress", action="store_true", help="no live progress bar (log lines only)")
+
+
+def run(args, config) -> int:
+    from avatar_jax.train.loop import train
+
+    workdir = args.workdir or config.train.checkpoint_dir
+    summary = train(config, workdir, data_root=args.data, progress=not args.no_progress)
+    held = summary["held_out"]
+    scores = "".join(f"; held-out {k}: " + ", ".join(f"{n} {v:.3f}" for n, v in s.items() if n != "clips")
+                     for k, s in held.items())
+    print(f"train: {summary['stopped']} at step {summary['step']}, loss {summary['first_loss']:.4f} -> "
+          f"{summary['final_loss']:.4f}, {summary['bad_steps']} skipped step(s){scores}; wrote {workdir}/summary.json")
+    return 0

@@ -1,0 +1,78 @@
+"""The train state: parameters, optimiser state and the counters the NaN guard keeps, with shardings.
+
+Parameters carry logical axis names (NNX ``out_sharding`` metadata) mapped to the mesh by the one
+rules table (:mod:`avatar_jax.train.sharding`); the optimiser's moment trees follow their
+parameters, its counters are replicated. ``abstract_state`` gives the same tree as
+``jax.ShapeDtypeStruct`` with shardings, which is what a checkpoint restores onto (any mesh).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from avatar_jax.errors import ConfigError
+from avatar_jax.model.talking import TalkingAvatar
+from avatar_jax.train import sharding
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class TrainState:
+    """``step ()`` batches consumed; ``bad_streak ()`` non-finite steps in a row; ``bad_total ()`` all of them."""
+
+    step: jax.Array
+    params: nnx.State
+    opt_state: optax.OptState
+    bad_streak: jax.Array
+    bad_total: jax.Array
+
+
+def _model(config) -> TalkingAvatar:
+    if config.audio.encoder != "embedded":
+        raise ConfigError(f"train: audio.encoder={config.audio.encoder!r} is not trainable here yet; "
+                          "use audio.encoder=embedded")
+    return TalkingAvatar(config, nnx.Rngs(config.seed))
+
+
+def abstract_model(config) -> tuple[nnx.GraphDef, nnx.State]:
+    """``(graphdef, abstract params)`` without allocating any parameter."""
+    return nnx.split(nnx.eval_shape(lambda: _model(config)), nnx.Param)
+
+
+def state_shardings(mesh, abstract: TrainState, optimizer: optax.GradientTransformation) -> TrainState:
+    """NamedShardings for every leaf of ``abstract`` (a TrainState of arrays or ShapeDtypeStructs)."""
+    replicated = NamedSharding(mesh, PartitionSpec())
+    params = sharding.state_shardings(mesh, abstract.params)
+    opt = optax.tree_map_params(optimizer, lambda _, s: s, abstract.opt_state, params,
+                                transform_non_params=lambda _: replicated,
+                                is_leaf=lambda x: isinstance(x, nnx.Variable))
+    return TrainState(step=replicated, params=params, opt_state=opt, bad_streak=replicated, bad_total=replicated)
+
+
+def abstract_state(config, mesh, optimizer) -> tuple[nnx.GraphDef, TrainState]:
+    """``(graphdef, TrainState of ShapeDtypeStruct with .sharding)``: the target of a checkpoint restore."""
+    graphdef, params = abstract_model(config)
+    scalar = jax.ShapeDtypeStruct((), jnp.int32)
+    shapes = TrainState(step=scalar, params=params, opt_state=jax.eval_shape(optimizer.init, params),
+                        bad_streak=scalar, bad_total=scalar)
+    sh = state_shardings(mesh, shapes, optimizer)
+    return graphdef, jax.tree.map(lambda s, h: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=h), shapes, sh)
+
+
+def create_state(config, mesh, optimizer) -> tuple[nnx.GraphDef, TrainState]:
+    """Fresh parameters from ``config.seed`` (initialised straight into their shards) and optimiser state."""
+    graphdef, abstract = abstract_state(config, mesh, optimizer)
+    sh = jax.tree.map(lambda a: a.sharding, abstract)
+
+    def init():
+        params = nnx.split(_model(config), nnx.Param)[1]
+        zero = jnp.zeros((), jnp.int32)
+        return TrainState(step=zero, params=params, opt_state=optimizer.init(params), bad_streak=zero, bad_total=zero)
+
+    return graphdef, jax.jit(init, out_shardings=sh)()

@@ -1,0 +1,185 @@
+"""The jitted train step: audio -> driving tokens -> per-frame Gaussians -> renders -> losses -> AdamW.
+
+One sample is ``T`` consecutive frames with their exact audio span; the model integrates particle
+motion over the frames with ``lax.scan``, so the rendering losses of frame ``t`` reach the twists
+of every earlier frame. The step is ``jax.jit`` with explicit in/out shardings over the
+``("data","fsdp","model")`` mesh and donates the old state.
+
+NaN/Inf guard: when the loss, any gradient or the renderer's overflow flag is bad, the step keeps the
+parameters and optimiser state it was given and counts the step (``bad_streak``, ``bad_total``);
+the loop stops after ``train.max_bad_steps`` in a row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from avatar_jax.errors import ConfigError
+from avatar_jax.geometry import Camera
+from avatar_jax.model import landmarks as landmarks_lib
+from avatar_jax.model.avatar import FrameGaussians
+from avatar_jax.model.canonical import CanonicalAvatar
+from avatar_jax.render import intersection_count, render
+from avatar_jax.train import losses
+from avatar_jax.train.data import Batch
+from avatar_jax.train.state import TrainState
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class StepConstants:
+    """Arrays every step reads and never changes (replicated): the canonical avatar, the landmark
+    binding ``(L,K)`` with each landmark's Eq. 10 group ``(L,)``, ARAP neighbours ``(M,k)``."""
+
+    avatar: CanonicalAvatar
+    binding: landmarks_lib.LandmarkBinding | None
+    landmark_group: jax.Array | None
+    neighbours: jax.Array | None
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderSettings:
+    width: int
+    height: int
+    capacity: int
+    background: tuple[float, float, float]
+    backend: str
+
+
+def make_constants(config, avatar: CanonicalAvatar, landmark_rest: np.ndarray | None) -> StepConstants:
+    """Landmark binding from rest points in template order (553,3), ARAP neighbours, both once in numpy."""
+    lc = config.loss
+    binding = group = None
+    if float(lc.keypoints):
+        if landmark_rest is None:
+            raise ConfigError("loss.keypoints > 0 needs the avatar's landmark rest points, and this avatar has "
+                              "none (only prepare --synthetic avatars carry them); set loss.keypoints=0")
+        binding = landmarks_lib.build_landmark_binding(
+            np.asarray(avatar.means), np.asarray(avatar.part), landmark_rest, landmarks_lib.template_landmark_parts(),
+            k=int(lc.landmark_k))
+        group = jnp.asarray(losses.template_keypoint_groups())
+    neighbours = (jnp.asarray(losses.arap_neighbours(np.asarray(avatar.particle_rest), int(lc.arap_k)))
+                  if float(lc.arap) else None)
+    return StepConstants(avatar, binding, group, neighbours)
+
+
+def render_capacity(avatar: CanonicalAvatar, camera: Camera, factor: float) -> int:
+    """Intersection slots per frame: a power of two >= ``factor`` x the rest pose's count (motion and
+    residual scales grow footprints; a frame that still overflows is a counted bad step)."""
+    if factor < 1.0:
+        raise ConfigError(f"train.capacity_factor must be >= 1, got {factor}")
+    ri = avatar.render_inputs()
+    hits = max(intersection_count(ri["means"], ri["quats"], ri["scales"], camera), 1)
+    return 1 << (int(np.ceil(factor * hits)) - 1).bit_length()
+
+
+def render_sequence(frames: FrameGaussians, camera: Camera, rs: RenderSettings) -> tuple[jax.Array, jax.Array]:
+    """``(T,N,...)`` Gaussians seen by one camera -> ``rgb (T,H,W,3)``, ``alpha (T,H,W)`` (float32)."""
+
+    def one(means, quats, scales, opacities, colors):
+        out = render(means, quats, scales, opacities, colors, camera, background=rs.background, backend=rs.backend,
+                     capacity=rs.capacity, check_finite=False)
+        return out.rgb, out.alpha
+
+    f32 = [x.astype(jnp.float32) for x in (frames.means, frames.quats, frames.scales, frames.opacities,
+                                           frames.colors)]
+    return jax.vmap(one)(*f32)
+
+
+def predict(graphdef: nnx.GraphDef, params: nnx.State, consts: StepConstants, audio: jax.Array, K: jax.Array,
+            viewmat: jax.Array, num_frames: int, rs: RenderSettings) -> tuple[FrameGaussians, jax.Array, jax.Array]:
+    """One sequence: ``audio (A,)`` -> Gaussians ``(T,N,...)``, ``rgb (T,H,W,3)``, ``alpha (T,H,W)``."""
+    model = nnx.merge(graphdef, params)
+    out, _ = model(consts.avatar, audio, num_frames)
+    rgb, alpha = render_sequence(out, Camera(viewmat, K, rs.width, rs.height), rs)
+    return out, rgb, alpha
+
+
+# Jitted once per (graphdef, frame count, settings): evaluation and previews call it per clip.
+predict_jit = jax.jit(predict, static_argnums=(0, 6, 7))
+
+
+def loss_terms(graphdef, params, consts: StepConstants, batch: Batch, rs: RenderSettings, loss_config
+               ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Total loss and every term (weighted ``image``... plus raw ``kpt_*``, ``twist_accel``, ``means_accel``)."""
+    t = batch.num_frames
+    out, rgb, _ = jax.vmap(lambda a, k, v: predict(graphdef, params, consts, a, k, v, t, rs))(
+        batch.audio, batch.K, batch.viewmat)
+    frames = batch.frames.astype(jnp.float32) / 255.0
+    masks = batch.masks.astype(jnp.float32) / 255.0
+    lc = loss_config
+    terms = dict(losses.image_terms(rgb, frames, masks, dssim_weight=float(lc.dssim_weight),
+                                    background_weight=float(lc.background_weight)))
+    raw = {}
+    if consts.binding is not None:
+        points = landmarks_lib.landmarks(out.means.astype(jnp.float32), consts.binding)  # (B,T,L,3)
+        target, conf = losses.clip_keypoints(batch.body, batch.body_conf, batch.face, batch.face_conf,
+                                             batch.hands, batch.hands_conf)
+
+        def kpt(p, k, v, tg, cf):
+            cam = Camera(v, k, rs.width, rs.height)
+            return losses.keypoint_terms(p, cam, tg, cf, consts.landmark_group, rho=str(lc.kpt_rho),
+                                         scale=float(lc.kpt_scale))
+
+        per_sample = jax.vmap(kpt)(points, batch.K, batch.viewmat, target, conf)
+        raw.update({k: jnp.mean(v) for k, v in per_sample.items()})
+        terms["keypoints"] = losses.keypoint_loss(raw, face=float(lc.kpt_face), hands=float(lc.kpt_hand),
+                                                  body=float(lc.kpt_body))
+    if consts.neighbours is not None:
+        terms["arap"] = losses.arap_loss(out.particle_transforms.astype(jnp.float32), consts.avatar.particle_rest,
+                                         consts.neighbours)
+    if float(lc.temporal):
+        temporal = losses.temporal_terms(out.particle_transforms.astype(jnp.float32), out.means.astype(jnp.float32))
+        raw.update(temporal)
+        terms["temporal"] = losses.temporal_loss(temporal, float(lc.temporal_means))
+    terms["vsd"] = losses.vsd_term(rgb)
+    total, weighted = losses.total_loss(terms, lc)
+    return total, {**weighted, **raw}
+
+
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, rs: RenderSettings,
+                    loss_config, *, state_shardings: TrainState, const_shardings, batch_shardings: Batch, mesh):
+    """``step(state, consts, batch) -> (state, metrics)`` jitted with the given shardings; ``state`` is donated.
+
+    ``metrics``: ``loss`` and every term, ``grad_norm``, ``ok`` (this step was applied), ``bad_streak``,
+    ``bad_total`` (all replicated scalars).
+    """
+
+    def step(state: TrainState, consts: StepConstants, batch: Batch):
+        chex.assert_rank(batch.audio, 2)
+        grad_fn = jax.value_and_grad(lambda p: loss_terms(graphdef, p, consts, batch, rs, loss_config), has_aux=True)
+        (loss, terms), grads = grad_fn(state.params)
+        ok = jnp.isfinite(loss) & _all_finite(grads)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        # A bad step changes nothing but the counters (jnp.where also stops NaN from leaking in).
+        keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
+        params = jax.tree.map(keep, params, state.params)
+        opt_state = jax.tree.map(keep, opt_state, state.opt_state)
+        bad = (~ok).astype(jnp.int32)
+        new = TrainState(step=state.step + 1, params=params, opt_state=opt_state,
+                         bad_streak=jnp.where(ok, 0, state.bad_streak + 1), bad_total=state.bad_total + bad)
+        metrics = dict(loss=loss, **terms, grad_norm=optax.tree.norm(grads), ok=ok, bad_streak=new.bad_streak,
+                       bad_total=new.bad_total)
+        return new, metrics
+
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return jax.jit(step, in_shardings=(state_shardings, const_shardings, batch_shardings),
+                   out_shardings=(state_shardings, replicated), donate_argnums=0)
+
+
+def constant_shardings(mesh, consts: StepConstants):
+    """Constants are small next to the renders: replicated on every device."""
+    return jax.tree.map(lambda _: NamedSharding(mesh, PartitionSpec()), consts)
