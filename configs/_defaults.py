@@ -59,6 +59,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.train.learning_rate = 1e-3
     c.train.checkpoint_dir = "runs/tiny"
     c.train.checkpoint_every = 50  # 0: no checkpoints
+    c.train.keep_checkpoints = 3  # newest checkpoints kept in the workdir (older ones are deleted)
     c.train.log_every = 10
     # Optimiser (avatar_jax.train.optimizer): AdamW, linear warmup then cosine decay, global-norm clipping.
     c.train.warmup_steps = 10

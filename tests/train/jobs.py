@@ -13,29 +13,35 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def launch(args: list[str], *, devices: int = 8, env: dict | None = None, log_path: str) -> subprocess.Popen:
-    """``python -m tests.train.tiny_job ARGS`` from the repo root on ``devices`` simulated CPU devices."""
+def launch(args: list[str], *, devices: int = 8, env: dict | None = None, log_path: str,
+           module: str = "tests.train.tiny_job") -> subprocess.Popen:
+    """``python -m MODULE ARGS`` from the repo root on ``devices`` simulated CPU devices."""
     full_env = {**os.environ, "JAX_PLATFORMS": "cpu",
                 "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", **(env or {})}
     with open(log_path, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "tests.train.tiny_job", *args], cwd=REPO, env=full_env,
+        proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, env=full_env,
                                 stdout=out, stderr=subprocess.STDOUT)
     proc.log_path = log_path
     return proc
 
 
-def wait_for(path: str, procs: list[subprocess.Popen], timeout: float = 180.0) -> None:
-    """Block until ``path`` exists; fail early (with the job's output) if a process exits first."""
+def wait_until(ready, procs: list[subprocess.Popen], timeout: float = 300.0, what: str = "the condition") -> None:
+    """Block until ``ready()``; fail early (with the job's output) if a process exits first."""
     deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
+    while not ready():
         for p in procs:
             if p.poll() is not None:
-                raise AssertionError(f"job exited with {p.returncode} before {path} appeared:\n{output(p)}")
+                raise AssertionError(f"job exited with {p.returncode} before {what}:\n{output(p)}")
         if time.monotonic() > deadline:
             for p in procs:
                 p.kill()
-            raise AssertionError(f"timed out waiting for {path}")
+            raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+def wait_for(path: str, procs: list[subprocess.Popen], timeout: float = 180.0) -> None:
+    """Block until ``path`` exists (see :func:`wait_until`)."""
+    wait_until(lambda: os.path.exists(path), procs, timeout, f"{path} appeared")
 
 
 def finish(p: subprocess.Popen, timeout: float = 180.0) -> int:
