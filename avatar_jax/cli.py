@@ -33,7 +33,7 @@ COMMANDS: dict[str, Command] = {
     "reconstruct": Command("build a canonical avatar from one photo", "avatar_jax.commands.reconstruct", ""),
     "prepare": Command("turn talking videos (or synthetic clips) into training records", "avatar_jax.data.prepare"),
     "bench": Command("benchmarks: renderer, encoders, model, loader", "avatar_jax.bench.command", ""),
-    "eval": Command("evaluate renders (PSNR, SSIM, sync, identity, FID/FVD)", None, "eval issue"),
+    "eval": Command("evaluate a trained run on held-out clips (Table-2-style report)", "avatar_jax.commands.eval"),
     "demo": Command("the main job on the embedded default config", "avatar_jax.demo", ""),
 }
 MULTI_HOST = ("train",)  # commands that join a multi-host job (jax.distributed) from flags or environment
