@@ -25,16 +25,18 @@ class TileSpec(NamedTuple):
     platform: str  # pallas flavour: "tpu" (Mosaic) | "gpu" (Triton)
     interpret: bool  # run the Pallas kernels in interpret mode (CPU tests)
     batch: int  # chunks per scan step on the XLA path
+    tile_size: int = 16  # pixels per tile side (the Pallas kernels need 16; the XLA path may use 8)
 
 
 def _forward(spec, feats, chunk_tile, chunk_k, chunk_last, n_chunks):
     if spec.backend == "xla":
         colour, depth, trans, t0 = splat_xla.forward(
             feats, chunk_tile, chunk_k <= 0, n_chunks, tiles_x=spec.tiles_x, tiles_per_camera=spec.tiles_per_camera,
-            num_tiles=spec.num_tiles, batch=spec.batch)
+            num_tiles=spec.num_tiles, batch=spec.batch, tile_size=spec.tile_size)
         return (colour, depth, trans), (t0,)
     from avatar_jax.kernels import splat_forward
 
+    assert spec.tile_size == 16, "the Pallas kernels composite 16x16 tiles"
     colour, depth, trans, last = splat_forward.forward(
         feats, chunk_tile, chunk_k, n_chunks, tiles_x=spec.tiles_x, tiles_per_camera=spec.tiles_per_camera,
         num_tiles=spec.num_tiles, platform=spec.platform, interpret=spec.interpret)
@@ -64,7 +66,8 @@ def _bwd(spec, saved, cts):
         (t0,) = res
         d_feats = splat_xla.backward(feats, chunk_tile, chunk_k <= 0, n_chunks, t0, colour, depth, trans,
                                      g_colour, g_depth, g_trans, tiles_x=spec.tiles_x,
-                                     tiles_per_camera=spec.tiles_per_camera, batch=spec.batch)
+                                     tiles_per_camera=spec.tiles_per_camera, batch=spec.batch,
+                                     tile_size=spec.tile_size)
     else:
         from avatar_jax.kernels import splat_backward
 

@@ -23,11 +23,12 @@ ALPHA_MIN = 1.0 / 255.0
 T_MIN = 1e-4
 
 
-def tile_pixel_centres(tile: jax.Array, tiles_x: int, tiles_per_camera: int) -> tuple[jax.Array, jax.Array]:
-    """Pixel centres ``(u, v)`` of tile(s) ``tile (...)`` -> two ``(..., 256)`` arrays, row-major inside a tile."""
+def tile_pixel_centres(tile: jax.Array, tiles_x: int, tiles_per_camera: int, size: int = TILE
+                       ) -> tuple[jax.Array, jax.Array]:
+    """Pixel centres ``(u, v)`` of ``size``-pixel tile(s) ``tile (...)`` -> two ``(..., size^2)`` arrays, row-major."""
     local = tile % tiles_per_camera
     ty, tx = local // tiles_x, local % tiles_x
-    p = jnp.arange(PIXELS, dtype=jnp.int32)
-    u = (tx[..., None] * TILE + p % TILE).astype(jnp.float32) + 0.5
-    v = (ty[..., None] * TILE + p // TILE).astype(jnp.float32) + 0.5
+    p = jnp.arange(size * size, dtype=jnp.int32)
+    u = (tx[..., None] * size + p % size).astype(jnp.float32) + 0.5
+    v = (ty[..., None] * size + p // size).astype(jnp.float32) + 0.5
     return u, v

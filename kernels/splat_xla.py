@@ -39,7 +39,6 @@ from avatar_jax.kernels.splat_common import (
     MY,
     NUM_FEATURES,
     OP,
-    PIXELS,
     T_MIN,
     tile_pixel_centres,
 )
@@ -69,11 +68,6 @@ def _scan_chunk(x: jax.Array, op) -> jax.Array:
     return jnp.stack(out, axis=-2)
 
 
-def _exclusive_cumprod(x: jax.Array) -> jax.Array:
-    """Exclusive cumulative product along the chunk axis ``-2``."""
-    return jnp.concatenate([jnp.ones_like(x[..., :1, :]), _scan_chunk(x[..., :-1, :], jnp.multiply)], axis=-2)
-
-
 def _segmented_exclusive(values, first, carry, op, identity: float):
     """Exclusive scan of ``values (K,P)`` along axis 0, restarting where ``first (K,)`` is True.
 
@@ -95,10 +89,15 @@ def _segmented_exclusive(values, first, carry, op, identity: float):
 
 
 def _alive(alpha, t0):
-    """Apply early termination: ``alpha``/``T`` in front of each Gaussian, ``(B,C,P)`` each."""
+    """Apply early termination: ``alpha``/``T`` in front of each Gaussian, ``(B,C,P)`` each.
+
+    One cumprod serves both: a Gaussian is alive only if all before it are, so in front of an alive
+    Gaussian the truncated and untruncated products agree (and dead ones get weight 0 anyway).
+    """
     t_incl = t0[:, None] * _scan_chunk(1.0 - alpha, jnp.multiply)
     a = jnp.where(t_incl >= T_MIN, alpha, 0.0)
-    return a, t0[:, None] * _exclusive_cumprod(1.0 - a)
+    t_excl = jnp.concatenate([t0[:, None], t_incl[:, :-1]], axis=1)
+    return a, t_excl
 
 
 def _batched(x: jax.Array, batch: int, fill) -> jax.Array:
@@ -120,7 +119,7 @@ def _scan_batches(step, carry, xs, n_chunks, batch: int, skip_out):
 
 
 def forward(feats, chunk_tile, chunk_first, n_chunks, *, tiles_x: int, tiles_per_camera: int, num_tiles: int,
-            batch: int):
+            batch: int, tile_size: int):
     """Composite all tiles.
 
     Args:
@@ -129,6 +128,7 @@ def forward(feats, chunk_tile, chunk_first, n_chunks, *, tiles_x: int, tiles_per
       chunk_first: ``(Kc,)`` bool, True on the first chunk of each tile (and on unused chunks).
       n_chunks: ``()`` chunks in use (a prefix); the rest are skipped.
       batch: chunks per scan step (bounds the ``(batch, C, P)`` temporaries).
+      tile_size: pixels per tile side (``P = tile_size^2``).
 
     Returns ``colour (T,P,3)``, ``depth (T,P)``, ``trans (T,P)`` (final transmittance) and the
     residual ``t0 (Kc,P)`` (transmittance in front of each chunk).
@@ -139,7 +139,7 @@ def forward(feats, chunk_tile, chunk_first, n_chunks, *, tiles_x: int, tiles_per
 
     def step(t_run, x):
         f, tile, first = x
-        u, v = tile_pixel_centres(tile, tiles_x, tiles_per_camera)
+        u, v = tile_pixel_centres(tile, tiles_x, tiles_per_camera, tile_size)
         alpha = _alpha(f, u.astype(dtype), v.astype(dtype))[0]
         t0, t_run = _segmented_exclusive(jnp.prod(1.0 - alpha, axis=1), first, t_run, jnp.multiply, 1.0)
         a, t_excl = _alive(alpha, t0)
@@ -147,8 +147,9 @@ def forward(feats, chunk_tile, chunk_first, n_chunks, *, tiles_x: int, tiles_per
         return t_run, (cd, jnp.prod(1.0 - a, axis=1), t0)
 
     xs = (_batched(feats, batch, 0.0), _batched(chunk_tile, batch, 0), _batched(chunk_first, batch, True))
-    skip = (jnp.zeros((batch, PIXELS, 4), dtype), jnp.ones((batch, PIXELS), dtype), jnp.ones((batch, PIXELS), dtype))
-    _, (cd, keep, t0) = _scan_batches(step, jnp.ones((PIXELS,), dtype), xs, n_chunks, batch, skip)
+    pixels = tile_size * tile_size
+    skip = (jnp.zeros((batch, pixels, 4), dtype), jnp.ones((batch, pixels), dtype), jnp.ones((batch, pixels), dtype))
+    _, (cd, keep, t0) = _scan_batches(step, jnp.ones((pixels,), dtype), xs, n_chunks, batch, skip)
     cd, keep, t0 = (x.reshape((-1,) + x.shape[2:])[:kc] for x in (cd, keep, t0))
     tile_cd = jax.ops.segment_sum(cd, chunk_tile, num_segments=num_tiles, indices_are_sorted=True)
     trans = jax.ops.segment_prod(keep, chunk_tile, num_segments=num_tiles, indices_are_sorted=True)
@@ -156,7 +157,7 @@ def forward(feats, chunk_tile, chunk_first, n_chunks, *, tiles_x: int, tiles_per
 
 
 def backward(feats, chunk_tile, chunk_first, n_chunks, t0, colour, depth, trans, g_colour, g_depth, g_trans, *,
-             tiles_x: int, tiles_per_camera: int, batch: int):
+             tiles_x: int, tiles_per_camera: int, batch: int, tile_size: int):
     """Per-slot gradients ``(Kc, C, F)`` of a loss given its gradients w.r.t. the tile outputs.
 
     ``colour (T,P,3)``, ``depth (T,P)``, ``trans (T,P)`` are the forward outputs and
@@ -170,7 +171,7 @@ def backward(feats, chunk_tile, chunk_first, n_chunks, t0, colour, depth, trans,
 
     def step(pre_run, x):
         f, tile, first, tt = x
-        u, v = tile_pixel_centres(tile, tiles_x, tiles_per_camera)
+        u, v = tile_pixel_centres(tile, tiles_x, tiles_per_camera, tile_size)
         gcd, fin, gt = g_cd[tile], s_final[tile], g_t[tile]  # per-batch gathers, not stored
         alpha, raw, gauss, dx, dy = _alpha(f, u.astype(dtype), v.astype(dtype))
         a, t_excl = _alive(alpha, tt)
@@ -183,12 +184,15 @@ def backward(feats, chunk_tile, chunk_first, n_chunks, t0, colour, depth, trans,
         d_a = t_excl * s - (fin[:, None] - incl + gt[:, None]) * inv
         d_raw = jnp.where((a > 0) & (raw < ALPHA_MAX), d_a, 0.0)  # the 0.99 clamp has zero slope
         d_sig = d_raw * a  # alpha = o exp(sigma), unclamped
+        # Per-pair moments first; the conic coefficients are per Gaussian and multiply after the sums.
+        s_x, s_y = jnp.sum(d_sig * dx, axis=-1), jnp.sum(d_sig * dy, axis=-1)
+        s_xx, s_xy, s_yy = (jnp.sum(d_sig * p, axis=-1) for p in (dx * dx, dx * dy, dy * dy))
         grads = [
-            jnp.sum(d_sig * (f[..., CA, None] * dx + f[..., CB, None] * dy), axis=-1),
-            jnp.sum(d_sig * (f[..., CB, None] * dx + f[..., CC, None] * dy), axis=-1),
-            jnp.sum(d_sig * (-0.5 * dx * dx), axis=-1),
-            jnp.sum(d_sig * (-dx * dy), axis=-1),
-            jnp.sum(d_sig * (-0.5 * dy * dy), axis=-1),
+            f[..., CA] * s_x + f[..., CB] * s_y,
+            f[..., CB] * s_x + f[..., CC] * s_y,
+            -0.5 * s_xx,
+            -s_xy,
+            -0.5 * s_yy,
             jnp.sum(d_raw * gauss, axis=-1),
         ]
         g_cd_f = jnp.einsum("bcp,bpf->bcf", w, gcd)
@@ -197,5 +201,5 @@ def backward(feats, chunk_tile, chunk_first, n_chunks, t0, colour, depth, trans,
     xs = (_batched(feats, batch, 0.0), _batched(chunk_tile, batch, 0), _batched(chunk_first, batch, True),
           _batched(t0, batch, 1.0))
     skip = jnp.zeros((batch, chunk, NUM_FEATURES), dtype)
-    _, grads = _scan_batches(step, jnp.zeros((PIXELS,), dtype), xs, n_chunks, batch, skip)
+    _, grads = _scan_batches(step, jnp.zeros((tile_size * tile_size,), dtype), xs, n_chunks, batch, skip)
     return grads.reshape((-1, chunk, NUM_FEATURES))[:kc]

@@ -26,27 +26,38 @@ import jax
 import jax.numpy as jnp
 
 from avatar_jax.errors import InputError
+from avatar_jax.render import footprint
 
-TILE = 16
+TILE = 16  # DESIGN.md's tile: the 3-sigma box is tested against 16x16 tiles
 INT32_LIMIT = 2**31 - 1
 # Largest capacity: the slot cumsum stays exact in int32 (capacity + one instance's tiles < 2^31).
 MAX_SLOTS = 2**30
 
 
 class TileGrid(NamedTuple):
-    """Static tiling of a batch of ``cameras`` images of ``height x width`` pixels."""
+    """Static tiling of a batch of ``cameras`` images of ``height x width`` pixels into ``tile``-pixel bins.
+
+    ``tile`` is 16 (DESIGN.md's tile) for the Pallas kernels; the XLA path bins at 8 (a divisor of 16):
+    a bin inherits its 16-pixel tile's box test, and its own smaller rectangle only sharpens the
+    exact alpha test, so the image is the same while far fewer pixels are evaluated per Gaussian.
+    """
 
     width: int
     height: int
     cameras: int
+    tile: int = TILE
 
     @property
     def tiles_x(self) -> int:
-        return -(-self.width // TILE)
+        return -(-self.width // self.tile)
 
     @property
     def tiles_y(self) -> int:
-        return -(-self.height // TILE)
+        return -(-self.height // self.tile)
+
+    @property
+    def pixels(self) -> int:
+        return self.tile * self.tile
 
     @property
     def tiles_per_camera(self) -> int:
@@ -70,27 +81,43 @@ class ChunkLayout(NamedTuple):
     camera_overflow: jax.Array  # (B,) bool: some of this camera's intersections did not fit the capacity
 
 
-def tile_rects(means2d: jax.Array, radii: jax.Array, grid: TileGrid) -> tuple[jax.Array, ...]:
-    """``means2d (M,2)``, ``radii (M,)`` -> tile ranges ``x0, y0, x1, y1`` (int32, exclusive ends) and counts."""
+def tile_rects(means2d: jax.Array, radii: jax.Array, conics: jax.Array, opacities: jax.Array,
+               grid: TileGrid) -> tuple[jax.Array, ...]:
+    """Candidate tiles of each instance: the 3-sigma box narrowed per axis to where alpha can reach 1/255.
+
+    ``means2d (M,2)``, ``radii (M,)``, ``conics (M,3)``, ``opacities (M,)`` -> tile ranges ``x0, y0, x1``
+    (int32; ``x1`` exclusive) and ``counts (M,)`` (see :mod:`avatar_jax.render.footprint`).
+    """
     m = jax.lax.stop_gradient(means2d)
-    lo = jnp.floor((m - radii[:, None]) / TILE)
-    hi = jnp.ceil((m + radii[:, None]) / TILE)
+    q_max = footprint.cutoff(jax.lax.stop_gradient(opacities))
+    ext = footprint.extents(jax.lax.stop_gradient(conics), q_max)
+    # DESIGN.md's box (continuous overlap with 16-pixel tiles), in bins ...
+    per = TILE // grid.tile
+    lo = jnp.floor((m - radii[:, None]) / TILE) * per
+    hi = jnp.ceil((m + radii[:, None]) / TILE) * per
+    # ... intersected with the bins whose pixel centres [bt + 0.5, bt + b - 0.5] meet the ellipse's extent.
+    b = grid.tile
+    lo = jnp.maximum(lo, jnp.ceil((m - ext - (b - 0.5)) / b))
+    hi = jnp.minimum(hi, jnp.floor((m + ext - 0.5) / b) + 1)
     x0 = jnp.clip(lo[:, 0], 0, grid.tiles_x).astype(jnp.int32)
     x1 = jnp.clip(hi[:, 0], 0, grid.tiles_x).astype(jnp.int32)
     y0 = jnp.clip(lo[:, 1], 0, grid.tiles_y).astype(jnp.int32)
     y1 = jnp.clip(hi[:, 1], 0, grid.tiles_y).astype(jnp.int32)
     w, h = jnp.maximum(x1 - x0, 0), jnp.maximum(y1 - y0, 0)
-    counts = jnp.where(radii > 0, w * h, 0)
+    counts = jnp.where((radii > 0) & (q_max >= 0), w * h, 0)
     return x0, y0, x1, counts
 
 
-def camera_counts(means2d: jax.Array, radii: jax.Array, grid: TileGrid) -> jax.Array:
-    """Number of (tile, Gaussian) pairs per camera, ``(B,)`` int32 (instances are camera-major)."""
-    return jnp.sum(tile_rects(means2d, radii, grid)[3].reshape(grid.cameras, -1), axis=1)
+def camera_counts(means2d: jax.Array, radii: jax.Array, conics: jax.Array, opacities: jax.Array,
+                  grid: TileGrid) -> jax.Array:
+    """Candidate (tile, Gaussian) pairs per camera, ``(B,)`` int32 (instances are camera-major)."""
+    return jnp.sum(tile_rects(means2d, radii, conics, opacities, grid)[3].reshape(grid.cameras, -1), axis=1)
 
 
 def check_sizes(num_gaussians: int, grid: TileGrid) -> None:
     """Raise :class:`InputError` when instance or tile ids would not fit int32 (the only size limits)."""
+    if grid.tile < 1 or TILE % grid.tile:
+        raise InputError(f"render: bin size must divide {TILE}, got {grid.tile}")
     if grid.cameras * num_gaussians > INT32_LIMIT:
         raise InputError(f"render: {grid.cameras} cameras x {num_gaussians} Gaussians exceed 2^31 instances; "
                          "render fewer cameras per call")
@@ -119,20 +146,21 @@ def sort_slots(tile: jax.Array, rank: jax.Array, num_gaussians: int, num_tiles: 
     return (key >> depth_bits).astype(jnp.int32), (key & jnp.uint32((1 << depth_bits) - 1)).astype(jnp.int32)
 
 
-def bin_and_sort(means2d: jax.Array, radii: jax.Array, depths: jax.Array, grid: TileGrid, *,
-                 capacity: int, chunk: int) -> ChunkLayout:
+def bin_and_sort(means2d: jax.Array, radii: jax.Array, conics: jax.Array, opacities: jax.Array,
+                 depths: jax.Array, grid: TileGrid, *, capacity: int, chunk: int) -> ChunkLayout:
     """Build the chunked, sorted intersection list.
 
     Args:
       means2d: ``(B*N, 2)`` screen means of every (camera, Gaussian) instance, camera-major.
       radii: ``(B*N,)`` integer radii (0 = culled).
+      conics: ``(B*N, 3)`` inverse 2D covariances; opacities ``(B*N,)`` (to bound the footprints).
       depths: ``(B, N)`` camera-space depths (the sort order inside a tile).
       capacity: static number of intersection slots; intersections beyond it are dropped and
         reported per camera in ``camera_overflow`` (the caller poisons those images: never silent).
       chunk: slots per chunk (the kernels' block of Gaussians).
     """
     cams, n = depths.shape
-    x0, y0, x1, counts = tile_rects(means2d, radii, grid)
+    x0, y0, x1, counts = tile_rects(means2d, radii, conics, opacities, grid)
     w = jnp.maximum(x1 - x0, 1)
     ends = jnp.cumsum(counts)
     starts = ends - counts
@@ -150,7 +178,11 @@ def bin_and_sort(means2d: jax.Array, radii: jax.Array, depths: jax.Array, grid: 
     tx = x0[inst] + local % w[inst]
     ty = y0[inst] + local // w[inst]
     cam = inst // n
-    tile = jnp.where(e < total, cam * grid.tiles_per_camera + ty * grid.tiles_x + tx, grid.num_tiles)
+    # Exact ellipse-vs-tile test: candidates no pixel of which can reach alpha 1/255 become empty slots.
+    q_min = footprint.min_q_over_tile(jax.lax.stop_gradient(means2d)[inst], jax.lax.stop_gradient(conics)[inst],
+                                      tx.astype(means2d.dtype), ty.astype(means2d.dtype), grid.tile)
+    hit = (e < total) & (q_min <= footprint.cutoff(jax.lax.stop_gradient(opacities))[inst])
+    tile = jnp.where(hit, cam * grid.tiles_per_camera + ty * grid.tiles_x + tx, grid.num_tiles)
     # Depth rank of each Gaussian within its camera (stable, so equal depths keep index order).
     order = jnp.argsort(jax.lax.stop_gradient(depths), axis=-1, stable=True).astype(jnp.int32)
     ranks = jnp.zeros_like(order).at[jnp.arange(cams)[:, None], order].set(jnp.arange(n, dtype=jnp.int32)[None])

@@ -29,14 +29,17 @@ import numpy as np
 from avatar_jax.errors import InputError
 from avatar_jax.geometry import Camera
 from avatar_jax.kernels import splat
-from avatar_jax.kernels.splat_common import NUM_FEATURES
+from avatar_jax.kernels.splat_common import CA, CC, MX, MY, NUM_FEATURES, OP
 from avatar_jax.render import binning, checks, sh
 from avatar_jax.render.projection import project
 
 # Gaussians per chunk (the kernels' block). TPU: a full 128-lane row; GPU (Triton): 64 keeps the
 # per-program register footprint small; XLA on CPU: 16 measured fastest (less padding, cache-sized).
 CHUNK = {"tpu": 128, "gpu": 64, "xla": 16, "interpret": 16}
-XLA_BATCH = 256  # chunks per lax.map step on the XLA path (measured best on a 2-core CPU)
+XLA_BATCH = 256  # chunks per scan step on the XLA path (measured best on a 2-core CPU)
+# Tile side per backend. The XLA path bins at 8 px (inside DESIGN.md's 16 px tiles, same image): small
+# Gaussians then cost 64-pixel blocks instead of 256-pixel ones. The Pallas kernels keep 16.
+TILE_SIZE = {"xla": 8, "pallas": 16}
 
 
 # Traced calls without ``capacity`` reserve this many tile slots per Gaussian and camera: a footprint of
@@ -79,7 +82,7 @@ def camera_arrays(camera: Camera):
 
 
 def project_instances(means, quats, scales, opacities, colors, viewmats, Ks, width, height, antialiased=False):
-    """Per camera projection -> flat instance features ``(B*N, F)``, radii ``(B*N,)``, depths ``(B,N)``.
+    """Per camera projection -> instance features ``(B*N, F)`` (splat_common), radii ``(B*N,)``, depths ``(B,N)``.
 
     Gaussians are shared by all cameras (``means (N,3)``...) or given per camera (``(B,N,3)``...).
     """
@@ -97,36 +100,42 @@ def project_instances(means, quats, scales, opacities, colors, viewmats, Ks, wid
     feats = jnp.concatenate(
         [proj.means2d, proj.conics, proj.opacities[..., None], rgb, proj.depths[..., None]], axis=-1
     ).reshape(cams * n, NUM_FEATURES)
-    return feats, proj.means2d.reshape(cams * n, 2), proj.radii.reshape(-1), proj.depths
+    return feats, proj.radii.reshape(-1), proj.depths
 
 
-@functools.partial(jax.jit, static_argnames=("width", "height"))
-def _count(means, quats, scales, opacities, viewmats, Ks, width, height):
+@functools.partial(jax.jit, static_argnames=("width", "height", "tile"))
+def _count(means, quats, scales, opacities, viewmats, Ks, width, height, tile):
     """Per-camera intersection counts ``(B,)`` int32."""
     g_axis = 0 if means.ndim == 3 else None
     proj = jax.vmap(functools.partial(project, width=width, height=height),
                     in_axes=(g_axis, g_axis, g_axis, g_axis, 0, 0))(means, quats, scales, opacities, viewmats, Ks)
-    grid = binning.TileGrid(width, height, viewmats.shape[0])
-    return binning.camera_counts(proj.means2d.reshape(-1, 2), proj.radii.reshape(-1), grid)
+    grid = binning.TileGrid(width, height, viewmats.shape[0], tile)
+    return binning.camera_counts(proj.means2d.reshape(-1, 2), proj.radii.reshape(-1), proj.conics.reshape(-1, 3),
+                                 proj.opacities.reshape(-1), grid)
 
 
-def intersection_count(means, quats, scales, camera: Camera, opacities=None) -> int:
+def intersection_count(means, quats, scales, camera: Camera, opacities=None, *, backend: str = "auto") -> int:
     """Number of (tile, Gaussian) intersections for these Gaussians and camera(s), summed over cameras (eager).
 
-    Gaussians are ``(N,...)`` shared by the cameras or ``(B,N,...)`` per camera, as :func:`render` takes them.
+    What ``render(..., backend=backend)`` needs as ``capacity``. Gaussians are ``(N,...)`` shared by the
+    cameras or ``(B,N,...)`` per camera, as :func:`render` takes them. Without ``opacities`` every
+    Gaussian counts as opaque (an upper bound: footprints shrink with opacity).
     """
+    backend = _resolve_backend(backend, None, None)[0]
     _, viewmats, Ks = camera_arrays(camera)
     means = jnp.asarray(means)
     if opacities is None:
         opacities = jnp.ones(means.shape[:-1], means.dtype)
     counts = _count(means, jnp.asarray(quats), jnp.asarray(scales), jnp.asarray(opacities), viewmats, Ks,
-                    camera.width, camera.height)
+                    camera.width, camera.height, TILE_SIZE[backend])
     return int(np.sum(np.asarray(counts, np.int64)))
 
 
 def auto_capacity(num_gaussians: int, grid: binning.TileGrid) -> int:
-    """Slots a traced call without ``capacity`` reserves: ``cameras x N x min(tiles, AUTO_TILES_PER_GAUSSIAN)``."""
-    return max(1, grid.cameras * num_gaussians * min(grid.tiles_per_camera, AUTO_TILES_PER_GAUSSIAN))
+    """Slots a traced call without ``capacity`` reserves: ``AUTO_TILES_PER_GAUSSIAN`` 16-px tiles' worth of bins
+    per Gaussian and camera, never more than every bin."""
+    per_gaussian = AUTO_TILES_PER_GAUSSIAN * (binning.TILE // grid.tile) ** 2
+    return max(1, grid.cameras * num_gaussians * min(grid.tiles_per_camera, per_gaussian))
 
 
 def _pow2(x: int) -> int:
@@ -180,10 +189,10 @@ def render(means, quats, scales, opacities, colors, camera: Camera, *, backgroun
         raise InputError(f"render: chunk must be a positive power of two, got {chunk}")
 
     cams, n = viewmats.shape[0], means.shape[-2]
-    grid = binning.TileGrid(camera.width, camera.height, cams)
+    grid = binning.TileGrid(camera.width, camera.height, cams, TILE_SIZE[backend])
     binning.check_sizes(n, grid)
     if checks.is_concrete(means, quats, scales, opacities, viewmats, Ks):
-        counts = _count(means, quats, scales, opacities, viewmats, Ks, camera.width, camera.height)
+        counts = _count(means, quats, scales, opacities, viewmats, Ks, camera.width, camera.height, grid.tile)
         needed = int(np.sum(np.asarray(counts, np.int64)))
         if capacity is None or capacity < needed:
             capacity = _pow2(max(needed, 1))  # automatic retry outside jit: never truncate
@@ -205,13 +214,14 @@ def render(means, quats, scales, opacities, colors, camera: Camera, *, backgroun
                                              "antialiased", "normalize_depth"))
 def _render_static(means, quats, scales, opacities, colors, viewmats, Ks, background, *, grid, capacity, chunk,
                    backend, flavour, interpret, antialiased, normalize_depth):
-    feats, means2d, radii, depths = project_instances(means, quats, scales, opacities, colors, viewmats, Ks,
-                                                 grid.width, grid.height, antialiased)
-    layout = binning.bin_and_sort(means2d, radii, depths, grid, capacity=capacity, chunk=chunk)
+    feats, radii, depths = project_instances(means, quats, scales, opacities, colors, viewmats, Ks,
+                                             grid.width, grid.height, antialiased)
+    layout = binning.bin_and_sort(feats[:, MX:MY + 1], radii, feats[:, CA:CC + 1], feats[:, OP], depths, grid,
+                                  capacity=capacity, chunk=chunk)
     slot_feats = feats[layout.slot_gid]
     slot_feats = jnp.where(layout.slot_valid[..., None], slot_feats, 0.0)  # padding: opacity 0
     spec = splat.TileSpec(grid.tiles_x, grid.tiles_per_camera, grid.num_tiles, backend, flavour, interpret,
-                          XLA_BATCH)
+                          XLA_BATCH, grid.tile)
     colour, depth, trans = splat.rasterize(spec, slot_feats, layout.chunk_tile, layout.chunk_k, layout.chunk_last,
                                            layout.n_chunks)
     rgb, alpha, depth = (_untile(x, grid) for x in (colour + trans[..., None] * background, 1.0 - trans, depth))
@@ -224,8 +234,8 @@ def _render_static(means, quats, scales, opacities, colors, viewmats, Ks, backgr
 
 
 def _untile(x: jax.Array, grid: binning.TileGrid) -> jax.Array:
-    """``(B*T, 256, ...)`` per-tile pixels -> ``(B, H, W, ...)`` image (padding cropped)."""
-    t = binning.TILE
+    """``(B*T, tile^2, ...)`` per-tile pixels -> ``(B, H, W, ...)`` image (padding cropped)."""
+    t = grid.tile
     extra = x.shape[2:]
     x = x.reshape((grid.cameras, grid.tiles_y, grid.tiles_x, t, t) + extra)
     x = jnp.moveaxis(x, 3, 2).reshape((grid.cameras, grid.tiles_y * t, grid.tiles_x * t) + extra)

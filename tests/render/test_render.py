@@ -56,7 +56,8 @@ def test_jit_with_and_without_capacity_matches_eager(rng):
 def test_capacity_overflow_is_never_silent(rng):
     scene = random_scene(rng, 30)
     cams = orbit(2, radius=4.0, width=32, height=32)
-    per_cam = [intersection_count(scene["means"], scene["quats"], scene["scales"], cams[b]) for b in range(2)]
+    per_cam = [intersection_count(scene["means"], scene["quats"], scene["scales"], cams[b], scene["opacities"])
+               for b in range(2)]
     assert per_cam[0] > 8
     # Eager: a too-small capacity is retried with a large enough one, the image is exact.
     ref = render_reference(**scene, camera=cams)
