@@ -5,8 +5,8 @@ How the processes of one job find each other, first match wins:
 1. explicit: ``coordinator/num_processes/process_id`` arguments (CLI flags) or the environment
    variables ``AVATAR_JAX_COORDINATOR`` (``host:port`` of process 0), ``AVATAR_JAX_NUM_PROCESSES``,
    ``AVATAR_JAX_PROCESS_ID``: multi-node GPU jobs under any launcher, and local CPU processes;
-2. SLURM: ``SLURM_JOB_ID`` with ``SLURM_NTASKS > 1`` (jax's SLURM detector: one task per GPU, the
-   coordinator is the first node of the step);
+2. SLURM: inside an ``srun`` step of more than one task (jax's SLURM detector: one task per GPU,
+   the coordinator is the first node of the step);
 3. TPU: a Cloud TPU VM or GKE TPU pod (jax reads the worker list from the TPU metadata/env itself);
 4. ``AVATAR_JAX_DISTRIBUTED=auto`` forces jax's own detection (Open MPI, k8s...); ``=off`` disables all;
 5. otherwise one process: nothing to initialise.
@@ -32,6 +32,8 @@ ENV_MODE = "AVATAR_JAX_DISTRIBUTED"  # auto | off (unset: detect as in the modul
 
 # Environment a TPU pod worker carries (GKE sets the host list; multislice sets megascale).
 _TPU_ENV = ("TPU_WORKER_HOSTNAMES", "TPU_PROCESS_ADDRESSES", "MEGASCALE_COORDINATOR_ADDRESS")
+# What jax's SLURM detector reads (it is used only when all are there, i.e. inside `srun`).
+_SLURM_ENV = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
 _GOOGLE_PCI_VENDOR = "0x1ae0"  # TPU chips on a Cloud TPU VM
 
 
@@ -99,9 +101,11 @@ def detect(env: Mapping[str, str] | None = None, *, coordinator: str | None = No
         if not sep or not host or not port.isdigit():
             raise ConfigError(f"{ENV_COORDINATOR} must be host:port, got {coordinator!r}")
         return LaunchSpec("explicit", str(coordinator), num_i, pid_i)
-    if "SLURM_JOB_ID" in env and _int("SLURM_NTASKS", env.get("SLURM_NTASKS", "1")) > 1:
-        return LaunchSpec("slurm", num_processes=_int("SLURM_NTASKS", env["SLURM_NTASKS"]),
-                          process_id=_int("SLURM_PROCID", env.get("SLURM_PROCID", "0")))
+    if all(k in env for k in _SLURM_ENV):
+        # the tasks of this job step (`srun`); a batch script's own shell is a one-task step
+        tasks = _int("SLURM_STEP_NUM_TASKS", env.get("SLURM_STEP_NUM_TASKS", env["SLURM_NTASKS"]))
+        if tasks > 1:
+            return LaunchSpec("slurm", num_processes=tasks, process_id=_int("SLURM_PROCID", env["SLURM_PROCID"]))
     if mode == "auto":
         return LaunchSpec("auto")
     if any(k in env for k in _TPU_ENV) or (env is os.environ and _on_tpu_vm()):

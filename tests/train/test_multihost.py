@@ -36,6 +36,9 @@ def test_launch_detection_from_the_environment():
              "SLURM_STEP_NODELIST": "gpu[001-002]"}
     assert d(slurm) == distributed.LaunchSpec("slurm", None, 16, 5)
     assert d({**slurm, "SLURM_NTASKS": "1"}).method == "single"  # an interactive one-task allocation
+    assert d({**slurm, "SLURM_STEP_NUM_TASKS": "1"}).method == "single"  # the batch script itself, not srun
+    assert d({**slurm, "SLURM_STEP_NUM_TASKS": "8"}) == distributed.LaunchSpec("slurm", None, 8, 5)
+    assert d({k: v for k, v in slurm.items() if k != "SLURM_STEP_NODELIST"}).method == "single"
     assert d({**slurm, **explicit}).method == "explicit"
     assert d({"TPU_WORKER_HOSTNAMES": "t0,t1,t2,t3"}).method == "tpu"
     assert d({"AVATAR_JAX_DISTRIBUTED": "auto"}).method == "auto"
