@@ -27,7 +27,8 @@ def _rotation(q: np.ndarray) -> np.ndarray:
     ], -2)
 
 
-def _one_camera(means, quats, scales, opacities, colors, viewmat, K, width, height, background):
+def _one_camera(means, quats, scales, opacities, colors, viewmat, K, width, height, background, antialiased,
+                normalize_depth):
     rot, trans = viewmat[:3, :3], viewmat[:3, 3]
     if colors.ndim == 3:
         cam_pos = -rot.T @ trans
@@ -56,9 +57,13 @@ def _one_camera(means, quats, scales, opacities, colors, viewmat, K, width, heig
         xj = z * np.clip(x / z, -1.3 * width / (2 * fx), 1.3 * width / (2 * fx))
         yj = z * np.clip(y / z, -1.3 * height / (2 * fy), 1.3 * height / (2 * fy))
         jac = np.array([[fx / z, 0, -fx * xj / z**2], [0, fy / z, -fy * yj / z**2]])
-        cov = jac @ rot @ sigma[g] @ rot.T @ jac.T + 0.3 * np.eye(2)
+        cov_blur_free = jac @ rot @ sigma[g] @ rot.T @ jac.T
+        cov = cov_blur_free + 0.3 * np.eye(2)
         if np.linalg.det(cov) <= 0:
             continue
+        opacity = opacities[g]
+        if antialiased:  # mip-splatting: keep the blurred Gaussian's total weight
+            opacity *= np.sqrt(max(0.0, np.linalg.det(cov_blur_free)) / np.linalg.det(cov))
         radius = np.ceil(3.0 * np.sqrt(np.linalg.eigvalsh(cov)[-1]))
         mx, my = fx * x / z + cx, fy * y / z + cy
         touch = ((TILE * tx < mx + radius) & (mx - radius < TILE * (tx + 1))
@@ -66,7 +71,7 @@ def _one_camera(means, quats, scales, opacities, colors, viewmat, K, width, heig
         conic = np.linalg.inv(cov)
         dx, dy = u - mx, v - my
         power = -0.5 * (conic[0, 0] * dx * dx + conic[1, 1] * dy * dy) - conic[0, 1] * dx * dy
-        alpha = np.minimum(0.99, opacities[g] * np.exp(power))
+        alpha = np.minimum(0.99, opacity * np.exp(power))
         use = touch & ~done & (alpha >= 1.0 / 255.0)
         t_next = T * (1.0 - alpha)
         stop = use & (t_next < 1e-4)
@@ -76,16 +81,25 @@ def _one_camera(means, quats, scales, opacities, colors, viewmat, K, width, heig
         img += w[..., None] * rgb[g]
         dep += w * z
         T = np.where(use, t_next, T)
-    return img + T[..., None] * background, 1.0 - T, dep
+    alpha = 1.0 - T
+    if normalize_depth:
+        dep = np.where(alpha > 0, dep / np.where(alpha > 0, alpha, 1.0), 0.0)
+    return img + T[..., None] * background, alpha, dep
 
 
-def render_reference(means, quats, scales, opacities, colors, camera: Camera, *,
-                     background=(0.0, 0.0, 0.0)) -> RenderOutput:
-    """Same signature and outputs as :func:`avatar_jax.render.render` (numpy float64 arrays)."""
+def render_reference(means, quats, scales, opacities, colors, camera: Camera, *, background=(0.0, 0.0, 0.0),
+                     antialiased: bool = False, normalize_depth: bool = False) -> RenderOutput:
+    """Same signature and outputs as :func:`avatar_jax.render.render` (numpy float64 arrays).
+
+    Gaussians ``(N,...)`` are seen by every camera; ``(B,N,...)`` give one set per camera of a batch.
+    """
     args = [np.asarray(a, np.float64) for a in (means, quats, scales, opacities, colors)]
     bg = np.broadcast_to(np.asarray(background, np.float64), (3,))
     viewmat, K = np.asarray(camera.viewmat, np.float64), np.asarray(camera.K, np.float64)
+    opts = (camera.width, camera.height, bg, antialiased, normalize_depth)
     if viewmat.ndim == 2:
-        return RenderOutput(*_one_camera(*args, viewmat, K, camera.width, camera.height, bg))
-    outs = [_one_camera(*args, viewmat[b], K[b], camera.width, camera.height, bg) for b in range(len(viewmat))]
+        return RenderOutput(*_one_camera(*args, viewmat, K, *opts))
+    per_camera = args[0].ndim == 3
+    outs = [_one_camera(*[a[b] for a in args] if per_camera else args, viewmat[b], K[b], *opts)
+            for b in range(len(viewmat))]
     return RenderOutput(*(np.stack(x) for x in zip(*outs, strict=True)))
