@@ -118,6 +118,31 @@ def _scan_batches(step, carry, xs, n_chunks, batch: int, skip_out):
     return jax.lax.scan(body, carry, (jnp.arange(nb),) + tuple(xs))
 
 
+def _composite_batch(t_run, f, tile, first, tiles_x: int, tiles_per_camera: int, tile_size: int):
+    """One scan step's compositing weights: alive ``a`` and ``T`` in front ``(B,C,P)``, ``T0 (B,P)``, new carry."""
+    u, v = tile_pixel_centres(tile, tiles_x, tiles_per_camera, tile_size)
+    alpha = _alpha(f, u.astype(f.dtype), v.astype(f.dtype))[0]
+    t0, t_run = _segmented_exclusive(jnp.prod(1.0 - alpha, axis=1), first, t_run, jnp.multiply, 1.0)
+    a, t_excl = _alive(alpha, t0)
+    return t_run, a, t_excl, t0
+
+
+def composited_pairs(feats, chunk_tile, chunk_first, n_chunks, *, tiles_x: int, tiles_per_camera: int, batch: int,
+                     tile_size: int) -> jax.Array:
+    """Number of (Gaussian, pixel) pairs that are really composited (alpha >= 1/255, not terminated), ``()``.
+
+    Same arguments as :func:`forward`; for benchmarks (what share of the evaluated pairs does work).
+    """
+    def step(t_run, x):
+        f, tile, first = x
+        t_run, a, _, _ = _composite_batch(t_run, f, tile, first, tiles_x, tiles_per_camera, tile_size)
+        return t_run, jnp.sum(a > 0, dtype=jnp.int32)
+
+    xs = (_batched(feats, batch, 0.0), _batched(chunk_tile, batch, 0), _batched(chunk_first, batch, True))
+    init = jnp.ones((tile_size * tile_size,), feats.dtype)
+    return jnp.sum(_scan_batches(step, init, xs, n_chunks, batch, jnp.zeros((), jnp.int32))[1])
+
+
 def forward(feats, chunk_tile, chunk_first, n_chunks, *, tiles_x: int, tiles_per_camera: int, num_tiles: int,
             batch: int, tile_size: int):
     """Composite all tiles.
@@ -139,10 +164,7 @@ def forward(feats, chunk_tile, chunk_first, n_chunks, *, tiles_x: int, tiles_per
 
     def step(t_run, x):
         f, tile, first = x
-        u, v = tile_pixel_centres(tile, tiles_x, tiles_per_camera, tile_size)
-        alpha = _alpha(f, u.astype(dtype), v.astype(dtype))[0]
-        t0, t_run = _segmented_exclusive(jnp.prod(1.0 - alpha, axis=1), first, t_run, jnp.multiply, 1.0)
-        a, t_excl = _alive(alpha, t0)
+        t_run, a, t_excl, t0 = _composite_batch(t_run, f, tile, first, tiles_x, tiles_per_camera, tile_size)
         cd = jnp.einsum("bcp,bcf->bpf", a * t_excl, f[..., CR:DZ + 1])
         return t_run, (cd, jnp.prod(1.0 - a, axis=1), t0)
 

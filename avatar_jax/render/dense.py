@@ -51,7 +51,7 @@ def _pixels(feats, radius, u, v, tx, ty):
 
 @functools.partial(jax.jit, static_argnames=("width", "height", "block"))
 def _dense(means, quats, scales, opacities, colors, viewmats, Ks, background, width, height, block):
-    feats, _, radii, depths = project_instances(means, quats, scales, opacities, colors, viewmats, Ks, width, height)
+    feats, radii, depths = project_instances(means, quats, scales, opacities, colors, viewmats, Ks, width, height)
     cams, n = depths.shape
     feats = feats.reshape(cams, n, -1)
     radii = radii.reshape(cams, n)
