@@ -22,7 +22,7 @@ from flax import nnx
 
 from avatar_jax.errors import InputError
 from avatar_jax.eval.torch_legacy import load_state_dict
-from avatar_jax.eval.weights import require_file, set_batch_norm, set_conv
+from avatar_jax.eval.weights import assert_filled, build_abstract, require_file, set_batch_norm, set_conv
 
 FETCH_ADVICE = (
     "provide pytorch-fid's Inception weights pt_inception-2015-12-05-6726825d.pth (the FID_WEIGHTS_URL "
@@ -216,10 +216,11 @@ def load_inception(path: str | os.PathLike | None) -> InceptionV3FID:
         if key not in state:
             raise InputError(f"{path}: {key!r} missing: not pytorch-fid's Inception state dict")
         widths[n] = (int(state[key].shape[1]), int(state[key].shape[0]))
-    model = InceptionV3FID(widths)
+    model = build_abstract(lambda: InceptionV3FID(widths))
     for n in _conv_names():
         block, _, branch = n.rpartition(".")
         layer = model.blocks[block].layers[branch] if block else model.stem[n]
         set_conv(layer.conv, state, f"{n}.conv", path)
         set_batch_norm(layer.bn, state, f"{n}.bn", path)
+    assert_filled(model, path)
     return model

@@ -29,7 +29,7 @@ from flax import nnx
 from avatar_jax.errors import InputError
 from avatar_jax.eval import mfcc as mfcc_lib
 from avatar_jax.eval.torch_legacy import load_state_dict
-from avatar_jax.eval.weights import require_file, set_batch_norm, set_conv, set_linear
+from avatar_jax.eval.weights import assert_filled, build_abstract, require_file, set_batch_norm, set_conv, set_linear
 
 CONV_IDX = (0, 4, 8, 11, 14, 18)  # conv positions in both nn.Sequential towers (batch norm at +1)
 VSHIFT = 15
@@ -127,7 +127,8 @@ def load_syncnet(path: str | os.PathLike | None) -> SyncNet:
     """The SyncNet of a local ``syncnet_v2.model`` (legacy or zip ``torch.save`` state dict), no torch."""
     path = require_file(path, "SyncNet checkpoint syncnet_v2.model", FETCH_ADVICE)
     state = load_state_dict(path)
-    model = SyncNet(spec_from_state(state))
+    spec = spec_from_state(state)
+    model = build_abstract(lambda: SyncNet(spec))
     for name, tower in (("aud", model.audio), ("lip", model.lip)):
         for j, i in enumerate(CONV_IDX):
             set_conv(tower.convs[j], state, f"netcnn{name}.{i}", path)
@@ -135,6 +136,7 @@ def load_syncnet(path: str | os.PathLike | None) -> SyncNet:
         set_linear(tower.fc1, state, f"netfc{name}.0", path)
         set_batch_norm(tower.fc_norm, state, f"netfc{name}.1", path)
         set_linear(tower.fc2, state, f"netfc{name}.3", path)
+    assert_filled(model, path)
     return model
 
 

@@ -29,6 +29,18 @@ def require_file(path: str | os.PathLike | None, what: str, advice: str) -> str:
     return os.fspath(path)
 
 
+def build_abstract(make):
+    """The module ``make()`` would return, with shapes only (no random init: nothing compiles); fill every
+    variable from a checkpoint, then :func:`assert_filled`."""
+    return nnx.eval_shape(make)
+
+
+def assert_filled(model: nnx.Module, path: str) -> None:
+    for p, var in nnx.to_flat_state(nnx.state(model)):
+        if not hasattr(var.get_value(), "devices"):
+            raise InputError(f"{path}: nothing in the checkpoint for {'/'.join(map(str, p))}")
+
+
 def _take(state: dict, key: str, shape: tuple | None, path: str) -> np.ndarray:
     if key not in state:
         raise InputError(f"{path}: tensor {key!r} is missing (not the expected checkpoint layout?)")

@@ -1,6 +1,5 @@
 """FID: the Inception port against pytorch-fid (narrow random network, golden files), the Frechet distance
-against pytorch-fid's calculate_frechet_distance, known cases, and the missing-weights error. FVD on a
-given feature function."""
+against pytorch-fid's calculate_frechet_distance, known cases, and the missing-weights error."""
 
 import os
 
@@ -8,7 +7,6 @@ import numpy as np
 import pytest
 
 from avatar_jax.eval import fid as fid_lib
-from avatar_jax.eval import fvd as fvd_lib
 from avatar_jax.eval import inception
 from avatar_jax.eval.weights import MissingWeightsError
 
@@ -82,17 +80,3 @@ def test_fid_of_identical_sets_is_zero_and_grows_with_a_change(model):
 def test_missing_inception_weights_names_the_file(tmp_path):
     with pytest.raises(MissingWeightsError, match="pt_inception-2015-12-05"):
         fid_lib.fid(np.zeros((2, 8, 8, 3)), np.zeros((2, 8, 8, 3)), weights=tmp_path / "missing.pth")
-
-
-def test_fvd_on_a_feature_function():
-    rng = np.random.default_rng(2)
-    clips = rng.random((30, 4, 6, 6, 3))
-
-    def feature_fn(c):  # per-clip mean colour and temporal change
-        return np.concatenate([c.mean((1, 2, 3)), np.abs(np.diff(c, axis=1)).mean((1, 2, 3))], -1)
-
-    assert fvd_lib.fvd(clips, clips, feature_fn) == pytest.approx(0.0, abs=1e-9)
-    brighter = fvd_lib.fvd(clips, clips + 0.1, feature_fn)
-    assert brighter == pytest.approx(3 * 0.1**2, rel=1e-6)  # mean colour moves by 0.1 in 3 channels
-    with pytest.raises(MissingWeightsError, match="I3D"):
-        fvd_lib.fvd(clips, clips, None)

@@ -1,4 +1,4 @@
-"""Golden files for the evaluation metrics: SyncNet (syncnet-python) and pytorch-fid's InceptionV3.
+"""Golden files for the evaluation metrics: SyncNet (syncnet-python), pytorch-fid's InceptionV3, cd-fvd's I3D.
 
 Runs only in the golden venv, through ``make_golden.py``, which registers :data:`EVAL_PRODUCERS`.
 
@@ -14,6 +14,11 @@ Runs only in the golden venv, through ``make_golden.py``, which registers :data:
   ``BasicConv2d`` width divided by 16, random weights and statistics; the state dict in the layout of
   ``pt_inception-2015-12-05-*.pth`` (zip ``torch.save``), two image batches (one upsampled, one
   downsampled to 299), the pool3 features and pytorch-fid's ``calculate_frechet_distance`` of them.
+
+- ``fvd_i3d``: cd-fvd's ``InceptionI3d`` (piergiaj's PyTorch I3D, the FVD network) with every width
+  divided by 16 (25 logits), random weights and statistics, saved as ``i3d_pretrained_400.pt``; two
+  16-frame 112x112 clips through cd-fvd's ``preprocess_i3d`` (resize to 224) and the network, and cd-fvd's
+  own ``frechet_distance`` (SVD square roots) of two feature sets.
 
 The torchvision wheel on the registry is built against CUDA torch, so its C extension does not load
 beside the CPU torch; pytorch-fid needs only its pure-Python Inception modules, so the two operator
@@ -32,6 +37,7 @@ import torch
 
 EVAL_PRODUCERS = {}
 SHRINK = 16
+_TORCHVISION = {}
 
 
 def _producer(name):
@@ -79,9 +85,18 @@ def _narrow_nn():
     def w(c):
         return c if c in (1, 3) else c // SHRINK
 
+    def conv(cls):
+        def make(*a, **k):  # positional or keyword in_channels / out_channels (pytorch_i3d uses keywords)
+            a = list(a)
+            i = k.pop("in_channels") if "in_channels" in k else a.pop(0)
+            o = k.pop("out_channels") if "out_channels" in k else a.pop(0)
+            return cls(w(i), w(o), *a, **k)
+
+        return make
+
     nn = types.SimpleNamespace(**{k: getattr(torch.nn, k) for k in dir(torch.nn) if not k.startswith("__")})
-    nn.Conv2d = lambda i, o, *a, **k: torch.nn.Conv2d(w(i), w(o), *a, **k)
-    nn.Conv3d = lambda i, o, *a, **k: torch.nn.Conv3d(w(i), w(o), *a, **k)
+    nn.Conv2d = conv(torch.nn.Conv2d)
+    nn.Conv3d = conv(torch.nn.Conv3d)
     nn.BatchNorm1d = lambda c, *a, **k: torch.nn.BatchNorm1d(w(c), *a, **k)
     nn.BatchNorm2d = lambda c, *a, **k: torch.nn.BatchNorm2d(w(c), *a, **k)
     nn.BatchNorm3d = lambda c, *a, **k: torch.nn.BatchNorm3d(w(c), *a, **k)
@@ -154,11 +169,14 @@ def make_syncnet(out_dir):
 
 def _torchvision():
     """Import torchvision beside a CPU torch (its CUDA-built extension cannot load; see the module doc)."""
+    if "torchvision" in _TORCHVISION:
+        return _TORCHVISION["torchvision"]
     lib = torch.library.Library("torchvision", "DEF")
     lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     import torchvision
 
+    _TORCHVISION["torchvision"] = (torchvision, lib)  # the library object keeps the schemas defined
     return torchvision, lib
 
 
@@ -241,3 +259,30 @@ def make_fid_inception(out_dir):
         d=d,
         fd_singular=np.float64(fd_singular),
     )
+
+
+@_producer("fvd_i3d")
+def make_fvd_i3d(out_dir):
+    _torchvision()
+    from cdfvd.third_party.i3d import pytorch_i3d
+    from cdfvd.third_party.i3d import utils as i3d_utils
+
+    original = pytorch_i3d.nn
+    pytorch_i3d.nn = _narrow_nn()
+    try:
+        torch.manual_seed(0)
+        net = pytorch_i3d.InceptionI3d(400, in_channels=3).eval()
+    finally:
+        pytorch_i3d.nn = original
+    _randomize(net, seed=6)
+    state = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save(state, os.path.join(out_dir, "i3d_pretrained_400.pt"))
+    rng = np.random.default_rng(7)
+    low = rng.integers(0, 256, size=(2, 16, 14, 14, 3), dtype=np.uint8)
+    videos = np.repeat(np.repeat(low, 8, axis=2), 8, axis=3)  # (2, 16, 112, 112, 3)
+    with torch.no_grad():
+        logits = net(i3d_utils.preprocess_i3d(videos))
+    a = rng.standard_normal((40, 6)) @ rng.standard_normal((6, 6))
+    b = rng.standard_normal((50, 6)) @ rng.standard_normal((6, 6)) + 0.3
+    fd = i3d_utils.frechet_distance(torch.from_numpy(a), torch.from_numpy(b))
+    _save_npz(os.path.join(out_dir, "io.npz"), videos_low=low, logits=logits, a=a, b=b, fd=fd.double())
