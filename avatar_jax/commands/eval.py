@@ -27,6 +27,7 @@ def add_arguments(parser):
     parser.add_argument("--no-rest", action="store_true", help="leave out the rest-pose (no motion) reference row")
     parser.add_argument("--syncnet", default=None, help="local syncnet_v2.model: adds SyncC / SyncD")
     parser.add_argument("--inception", default=None, help="local pt_inception-2015-12-05-6726825d.pth: adds FID")
+    parser.add_argument("--i3d", default=None, help="local i3d_pretrained_400.pt: adds FVD (>= 2 clips of >= 9 frames)")
     parser.add_argument("--mediapipe", action="store_true", help="run MediaPipe on the renders (HKC / HKV)")
     parser.add_argument("--no-csim", action="store_true", help="skip the dlib identity similarity")
 
@@ -59,6 +60,10 @@ def run(args, config) -> int:
         from avatar_jax.eval.inception import load_inception
 
         opts.inception = load_inception(args.inception)
+    if args.i3d:
+        from avatar_jax.eval.fvd import i3d_feature_fn
+
+        opts.fvd_features = i3d_feature_fn(args.i3d)
     tic = time.perf_counter()
     main = run_lib.load_run(args.workdir, name=args.name, data_root=args.data)
     root = args.data or main.config.data.root

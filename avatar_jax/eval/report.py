@@ -220,7 +220,7 @@ def score_methods(clips: list[EvalClip], methods: dict[str, list[MethodOutput]],
     if opts.inception is None:
         missing.setdefault("fid", "Inception weights not given (--inception pt_inception-2015-12-05-6726825d.pth)")
     if opts.fvd_features is None:
-        missing.setdefault("fvd", fvd_lib.I3D_ADVICE)
+        missing.setdefault("fvd", "I3D weights not given (--i3d i3d_pretrained_400.pt)")
     if not opts.mediapipe:
         missing.setdefault("hkc", "MediaPipe Hands not run (pass --mediapipe; needs make mediapipe-venv)")
     return report
