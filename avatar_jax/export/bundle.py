@@ -32,6 +32,7 @@ from avatar_jax.model.canonical import CanonicalAvatar
 from avatar_jax.render import intersection_count
 
 DEFAULT_RESOLUTIONS = ((256, 256), (512, 512))
+CAPACITY_STEP = 1024
 
 
 def front_camera(avatar: CanonicalAvatar, fov_y_deg: float, margin: float = 1.15) -> dict:
@@ -46,8 +47,8 @@ def front_camera(avatar: CanonicalAvatar, fov_y_deg: float, margin: float = 1.15
 
 
 def render_capacity(avatar: CanonicalAvatar, camera: dict, width: int, height: int, factor: float) -> int:
-    """Intersection slots per frame: a power of two >= ``factor`` x the rest pose's largest count over the
-    front view and 8 views around it (motion and residual scales grow footprints)."""
+    """Intersection slots per frame: ``factor`` x the rest pose's largest count over the front view and 8
+    views around it (motion and residual scales grow footprints), rounded up to a multiple of 1024."""
     ri = avatar.render_inputs()
     eye, target = np.asarray(camera["eye"]), np.asarray(camera["target"])
     radius = float(np.linalg.norm(eye - target))
@@ -58,7 +59,9 @@ def render_capacity(avatar: CanonicalAvatar, camera: dict, width: int, height: i
         e = eye if k == 8 else target + radius * np.array([math.sin(az), 0.0, -math.cos(az)])
         cam = Camera(jnp.asarray(look_at_viewmat(e, target, camera["up"])), K, width, height)
         worst = max(worst, intersection_count(ri["means"], ri["quats"], ri["scales"], cam))
-    return 1 << (int(math.ceil(factor * worst)) - 1).bit_length()
+    # Fixed once at export (no recompiles to avoid), so round up to a multiple of 1024, not a power of
+    # two: sorting and compositing cost follows the slots.
+    return -(-int(math.ceil(factor * worst)) // CAPACITY_STEP) * CAPACITY_STEP
 
 
 def _plain_config(config) -> dict:
@@ -121,7 +124,8 @@ def export_bundle(out: str, *, config, graphdef: nnx.GraphDef, params, avatar: C
             json.dump(_plain_config(config), f, indent=1, sort_keys=True)
 
         # The exported stages.
-        encode, motion = functions.make_stages(graphdef, treedef, names, avatar.part_counts, sample_rate, fps)
+        encode, motion = functions.make_stages(graphdef, treedef, names, functions.avatar_statics(avatar), sample_rate,
+                                               fps)
         t = functions.symbolic_frames()
         d = int(model.motion.d_model)
         n = avatar.num_gaussians

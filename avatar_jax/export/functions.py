@@ -34,7 +34,6 @@ from avatar_jax.model.canonical import CanonicalAvatar
 from avatar_jax.render import render
 
 GAUSSIAN_KEYS = ("means", "quats", "scales", "opacities", "colors")
-CARRY_KEYS = ("transforms", "window", "valid")
 # platform -> renderer settings (xla on CPU, the Pallas kernels on accelerators)
 RENDER_SETTINGS = {
     "cpu": dict(backend="xla"),
@@ -70,11 +69,19 @@ def flatten_params(params) -> tuple[dict[str, jax.Array], jax.tree_util.PyTreeDe
 
 
 def avatar_to_dict(avatar: CanonicalAvatar) -> dict[str, jax.Array]:
-    return {f.name: getattr(avatar, f.name) for f in dataclasses.fields(avatar) if f.name != "part_counts"}
+    """The avatar's array fields that are set (optional ones may be None); static fields stay behind."""
+    return {f.name: getattr(avatar, f.name) for f in dataclasses.fields(avatar)
+            if not f.metadata.get("static") and getattr(avatar, f.name) is not None}
+
+
+def avatar_statics(avatar: CanonicalAvatar) -> dict:
+    """The avatar's static (Python) fields, baked into the exported functions."""
+    return {f.name: getattr(avatar, f.name) for f in dataclasses.fields(avatar) if f.metadata.get("static")}
 
 
 def carry_to_dict(carry: Carry) -> dict[str, jax.Array]:
-    return {k: getattr(carry, k) for k in CARRY_KEYS}
+    """Every field of the model's carry (whatever it holds), as arrays."""
+    return {f.name: jnp.asarray(getattr(carry, f.name)) for f in dataclasses.fields(carry)}
 
 
 # ---------------------------------------------------------------------------------------------- stages
@@ -108,7 +115,8 @@ def frame_weights(num_features, feature_rate: float, fps: float, num_frames, off
     return idx, w
 
 
-def make_stages(graphdef: nnx.GraphDef, treedef, names: list[str], part_counts, sample_rate: int, fps: float):
+def make_stages(graphdef: nnx.GraphDef, treedef, names: list[str], avatar_static: dict, sample_rate: int,
+                fps: float):
     """``(encode, motion)`` closures over the static structure (see the module docstring)."""
 
     def model(params: dict):
@@ -127,7 +135,7 @@ def make_stages(graphdef: nnx.GraphDef, treedef, names: list[str], part_counts, 
 
     def motion(params: dict, avatar: dict, carry: dict, driving: jax.Array):
         m = model(params)
-        av = CanonicalAvatar(**avatar, part_counts=part_counts)
+        av = CanonicalAvatar(**avatar, **avatar_static)
         out, new = m.motion(av, driving, Carry(**carry))
         gauss = {k: getattr(out, k).astype(jnp.float32) for k in GAUSSIAN_KEYS}
         return gauss, carry_to_dict(new)

@@ -69,7 +69,8 @@ class Bundle:
         return np.asarray(self.manifest["background"], np.float32)
 
     # -- exported functions -----------------------------------------------------------------------
-    def _function(self, name: str) -> export.Exported:
+    def exported(self, name: str) -> export.Exported:
+        """The deserialised function ``name`` (encode, motion, frames_WxH) for this bundle's platform."""
         path = os.path.join(self.path, layout.function_file(name, self.platform))
         if not os.path.exists(path):
             raise InputError(f"bundle {self.path!r} has no {name!r} function for platform {self.platform!r}")
@@ -81,11 +82,11 @@ class Bundle:
         audio = jnp.asarray(audio, jnp.float32)
         if audio.ndim != 1 or audio.shape[0] == 0 or audio.shape[0] % self.samples_per_frame:
             raise InputError(f"encode takes (T*{self.samples_per_frame},) samples, got {audio.shape}")
-        return self._function("encode").call(self.params, audio)
+        return self.exported("encode").call(self.params, audio)
 
     def motion(self, carry: dict, driving: jax.Array) -> tuple[dict, dict]:
         """Driving tokens ``(T, d)`` -> per-frame Gaussians ``{means (T,N,3), ...}`` and the next carry."""
-        return self._function("motion").call(self.params, self.avatar, carry, jnp.asarray(driving, jnp.float32))
+        return self.exported("motion").call(self.params, self.avatar, carry, jnp.asarray(driving, jnp.float32))
 
     def frames(self, gaussians: dict, viewmats, Ks, resolution: tuple[int, int], background=None
                ) -> tuple[jax.Array, jax.Array]:
@@ -96,7 +97,7 @@ class Bundle:
             raise InputError(f"bundle {self.path!r} renders {self.resolution_list()}, not {w}x{h}; "
                              "export it again with that resolution")
         bg = self.background if background is None else np.asarray(background, np.float32)
-        return self._function(layout.frames_name(w, h)).call(
+        return self.exported(layout.frames_name(w, h)).call(
             gaussians, jnp.asarray(viewmats, jnp.float32), jnp.asarray(Ks, jnp.float32), jnp.asarray(bg))
 
     def resolution_list(self) -> str:

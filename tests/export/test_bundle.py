@@ -21,7 +21,7 @@ from avatar_jax.export.loader import load_bundle
 from avatar_jax.gaussians.ply import read_ply
 from avatar_jax.geometry import Camera
 from avatar_jax.inference.cameras import camera_path
-from avatar_jax.render import render
+from avatar_jax.render import intersection_count, render
 
 from .conftest import RES, speech_like
 
@@ -43,9 +43,16 @@ FRESH_PROCESS = textwrap.dedent("""
 """)
 
 
-def training_side_frames(exp, audio, viewmats, Ks, capacity):
-    """The model as training runs it (TalkingAvatar on the clip's audio) and the renderer, frame by frame."""
-    out = jax.jit(lambda p, a: nnx.merge(exp.graphdef, p)(exp.avatar, a)[0])(exp.params, jnp.asarray(audio))
+def training_side_frames(exp, audio, viewmats, Ks, capacity, chunk):
+    """The training-side model (TalkingAvatar's driving encoder on the clip's audio, then its motion ``chunk``
+    frames at a time with the carry, as ``avatar.stream`` runs it) and the renderer, frame by frame."""
+    driving = jax.jit(lambda p, a: nnx.merge(exp.graphdef, p).driving(a))(exp.params, jnp.asarray(audio))
+    motion = jax.jit(lambda p, d, c: nnx.merge(exp.graphdef, p).motion(exp.avatar, d, c))
+    carry, pieces = nnx.merge(exp.graphdef, exp.params).motion.init_carry(exp.avatar), []
+    for s in range(0, driving.shape[0], chunk):
+        piece, carry = motion(exp.params, driving[s:s + chunk], carry)
+        pieces.append(piece)
+    out = jax.tree.map(lambda *xs: jnp.concatenate(xs), *pieces)
     bg = jnp.asarray(exp.config.render.background, jnp.float32)
 
     def one(m, q, s, o, c, v, k):
@@ -72,7 +79,7 @@ def test_fresh_process_renders_what_training_renders(tiny_bundle, tmp_path):
     manifest = json.load(open(os.path.join(tiny_bundle.path, layout.MANIFEST)))
     front = load_bundle(tiny_bundle.path).front
     viewmats, Ks = camera_path(front, *RES, "orbit", period_frames=20).cameras(np.arange(frames))
-    want = training_side_frames(tiny_bundle, audio, viewmats, Ks, manifest["resolutions"][0]["capacity"])
+    want = training_side_frames(tiny_bundle, audio, viewmats, Ks, manifest["resolutions"][0]["capacity"], 5)
     assert got.shape == want.shape == (frames, RES[1], RES[0], 3)
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
     # a real, moving picture: the figure covers pixels and frames differ over time
@@ -85,7 +92,7 @@ def test_fresh_process_renders_what_training_renders(tiny_bundle, tmp_path):
 def test_accelerator_exports_deserialize_with_symbolic_frames(tiny_bundle, platform, kernel):
     bundle = load_bundle(tiny_bundle.path, platform=platform)
     for name in ("encode", "motion", layout.frames_name(*RES)):
-        fn = bundle._function(name)
+        fn = bundle.exported(name)
         assert fn.platforms == (platform,)
         frame_axis = fn.in_avals[-1 if name in ("encode", "motion") else 5].shape[0]  # audio / driving / viewmats
         assert not isinstance(frame_axis, int), (name, fn.in_avals)  # symbolic T
@@ -121,7 +128,10 @@ def test_bundle_files_are_standard_and_complete(tiny_bundle):
     assert bundle.config["model"]["d_model"] == 32 and bundle.fps == 25.0 and bundle.samples_per_frame == 640
     assert sorted(bundle.manifest["platforms"]) == ["cpu", "cuda", "tpu"]
     cap = bundle.manifest["resolutions"][0]["capacity"]
-    assert cap & (cap - 1) == 0 and cap >= 4 * 300  # power of two with room for motion
+    ri = tiny_bundle.avatar.render_inputs()
+    front = camera_path(bundle.front, *RES).cameras(np.zeros(1))
+    rest = intersection_count(ri["means"], ri["quats"], ri["scales"], Camera(front[0][0], front[1][0], *RES))
+    assert cap % 1024 == 0 and 4 * rest <= cap < 4 * 2 * rest + 1024  # room for motion, not a blind maximum
     assert not [n for n in os.listdir(os.path.dirname(p)) if n.startswith(".bundle-")]  # temp folder gone
 
 
