@@ -2,44 +2,83 @@
 
 Scene: 20k small Gaussians placed on a standing figure (:func:`avatar_jax.render.scenes.person_scene`)
 seen from 1 or 8 cameras on a turntable, at 256x256 and 512x512. For every case we time the forward
-pass and forward+backward (gradient of a weighted image sum w.r.t. all Gaussian parameters).
-"Pairs" are Gaussian-pixel pairs evaluated: tile intersections x 256 for the tiled renderers,
-N x H x W x cameras for the dense one. Pallas is timed only on a GPU/TPU (on CPU it would run in
-interpret mode, which measures the interpreter, not the kernel).
+pass and forward+backward (gradient of a weighted image sum w.r.t. all Gaussian parameters), as
+wall-clock medians and as process CPU time (minimum over runs; steadier when other jobs share the
+machine). "Pairs" are Gaussian-pixel pairs evaluated: tile-list entries x pixels per tile for the
+tiled renderers, N x H x W x cameras for the dense one; "composited" is the share of the tiled
+pairs that pass alpha >= 1/255 before termination. Pallas is timed only on a GPU/TPU (on CPU it
+would run in interpret mode, which measures the interpreter, not the kernel).
+
+The speed-up column compares the XLA forward with the renderer as it was before issue 10 (commit
+9256900), measured on this 2-core machine with this scene: :data:`BEFORE_FORWARD_S`.
 """
 
 from __future__ import annotations
+
+import statistics
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from avatar_jax.bench.timing import time_fn
 from avatar_jax.geometry import orbit
-from avatar_jax.render import intersection_count, render
+from avatar_jax.kernels import splat_xla
+from avatar_jax.render import binning, intersection_count, render, renderer
 from avatar_jax.render.dense import render_dense
 from avatar_jax.render.scenes import person_scene
 
 NUM_GAUSSIANS = 20_000
 SIZES = (256, 512)
 CAMERAS = (1, 8)
-# The dense baseline evaluates every Gaussian at every pixel; 8 cameras at 512^2 would take many
-# minutes on a 2-core CPU, so that one case is left out (the per-pair rate does not change with B).
-DENSE_CASES = {(256, 1), (256, 8), (512, 1)}
+# The dense baseline evaluates every Gaussian at every pixel (minutes on a 2-core CPU); one case shows
+# the rate, which does not change with size or cameras.
+DENSE_CASES = {(256, 1)}
+# XLA forward of the renderer before issue 10 (commit 9256900), (size, cameras) -> seconds: wall-clock
+# medians at the start of the work (load ~2 on the 2 cores) and process CPU time minima measured later
+# under heavier load (capacity rounded up to a multiple of 1024, as below).
+BEFORE_FORWARD_S = {(256, 1): 0.070, (512, 1): 0.199, (256, 8): 0.550, (512, 8): 2.30}
+BEFORE_FORWARD_CPU_S = {(256, 1): 0.103, (512, 1): 0.204, (256, 8): 0.668, (512, 8): 1.281}
 
 
-def _loss_fn(fn, cam, weights, **kwargs):
-    def loss(means, quats, scales, opacities, colors):
-        return jnp.sum(fn(means, quats, scales, opacities, colors, cam, **kwargs).rgb * weights)
+def _time(fn, *args, repeats: int) -> tuple[float, float]:
+    """Wall-clock median and CPU-time minimum of ``fn(*args)`` over ``repeats`` runs (after a compile run)."""
+    jax.block_until_ready(fn(*args))
+    wall, cpu = [], []
+    for _ in range(repeats):
+        w, c = time.perf_counter(), time.process_time()
+        jax.block_until_ready(fn(*args))
+        wall.append(time.perf_counter() - w)
+        cpu.append(time.process_time() - c)
+    return statistics.median(wall), min(cpu)
 
-    return loss
 
-
-def _measure(fn, cam, scene, weights, repeats, **kwargs):
-    args = tuple(jnp.asarray(scene[k]) for k in ("means", "quats", "scales", "opacities", "colors"))
+def _measure(fn, cam, args, weights, repeats, **kwargs):
     fwd = jax.jit(lambda *a: fn(*a, cam, **kwargs).rgb)
-    bwd = jax.jit(jax.value_and_grad(_loss_fn(fn, cam, weights, **kwargs), argnums=range(5)))
-    return time_fn(fwd, *args, repeats=repeats)["median"], time_fn(bwd, *args, repeats=repeats)["median"]
+    loss = lambda *a: jnp.sum(fn(*a, cam, **kwargs).rgb * weights)  # noqa: E731
+    both = jax.jit(jax.value_and_grad(loss, argnums=range(5)))
+    return _time(fwd, *args, repeats=repeats), _time(both, *args, repeats=repeats)
+
+
+def _pair_counts(args, cam, capacity: int) -> tuple[int, int]:
+    """(evaluated, composited) Gaussian-pixel pairs of the XLA path for this scene and camera(s)."""
+    _, viewmats, Ks = renderer.camera_arrays(cam)
+    grid = binning.TileGrid(cam.width, cam.height, viewmats.shape[0], renderer.TILE_SIZE["xla"])
+    chunk = renderer.CHUNK["xla"]
+
+    @jax.jit
+    def counts(*a):
+        feats, radii, depths = renderer.project_instances(*a, viewmats, Ks, cam.width, cam.height)
+        layout = binning.bin_and_sort(feats[:, 0:2], radii, feats[:, 2:5], feats[:, 5], depths, grid,
+                                      capacity=capacity, chunk=chunk)
+        slot_feats = jnp.where(layout.slot_valid[..., None], feats[layout.slot_gid], 0.0)
+        done = splat_xla.composited_pairs(slot_feats, layout.chunk_tile, layout.chunk_k <= 0, layout.n_chunks,
+                                          tiles_x=grid.tiles_x, tiles_per_camera=grid.tiles_per_camera,
+                                          batch=renderer.XLA_BATCH, tile_size=grid.tile)
+        return jnp.sum(layout.slot_valid) * grid.pixels, done
+
+    evaluated, done = counts(*args)
+    return int(evaluated), int(done)
 
 
 def run(config, out_dir) -> dict:
@@ -47,13 +86,13 @@ def run(config, out_dir) -> dict:
     seed = getattr(config, "seed", 0)
     quick = bool(config.bench.quick) if "bench" in config else False
     num_gaussians, sizes, cameras = (2_000, (64,), (1, 2)) if quick else (NUM_GAUSSIANS, SIZES, CAMERAS)
-    dense_cases = {(64, 1), (64, 2)} if quick else DENSE_CASES
+    dense_cases = {(64, 1)} if quick else DENSE_CASES
     scene = person_scene(np.random.default_rng(seed), num_gaussians)
+    args = tuple(jnp.asarray(scene[k]) for k in ("means", "quats", "scales", "opacities", "colors"))
     backends = ["xla"] + (["pallas"] if jax.default_backend() in ("gpu", "tpu") else [])
     rows = []
-    header = f"{'size':>5} {'cams':>4} {'backend':>7} {'fwd ms':>10} {'fwd+bwd ms':>11} {'Mpairs/s fwd':>13} " \
-             f"{'Mpairs/s f+b':>13} {'pairs':>12}"
-    print(header)
+    print(f"{'size':>5} {'cams':>4} {'backend':>7} {'fwd ms':>8} {'f+b ms':>8} {'f+b/f':>6} {'fwd cpu':>8} "
+          f"{'f+b cpu':>8} {'cpu f+b/f':>9} {'vs before':>9} {'pairs':>11} {'composited':>10}")
     for size in sizes:
         for cams in cameras:
             cam = orbit(cams, radius=3.0, width=size, height=size, fov_y_deg=40.0, elevation_deg=5.0)
@@ -61,23 +100,38 @@ def run(config, out_dir) -> dict:
             if cams == 1:
                 cam = cam[0]
                 weights = weights[0]
-            hits = intersection_count(scene["means"], scene["quats"], scene["scales"], cam)
-            capacity = 1 << (hits - 1).bit_length()
-            cases = [(b, render, dict(backend=b, capacity=capacity), hits * 256, 5) for b in backends]
+            cases = []
+            for b in backends:
+                hits = intersection_count(*args[:3], cam, args[3], backend=b)
+                capacity = -(-hits // 1024) * 1024  # what a training step passes: the count with a little slack
+                pairs, share = None, None
+                if b == "xla":
+                    pairs, done = _pair_counts(args, cam, capacity)
+                    share = done / max(pairs, 1)
+                cases.append((b, render, dict(backend=b, capacity=capacity), hits, pairs, share, 5))
             if (size, cams) in dense_cases:
-                cases.append(("dense", render_dense, {}, num_gaussians * size * size * cams, 1))
-            for name, fn, kwargs, pairs, repeats in cases:
-                fwd, both = _measure(fn, cam, scene, weights, repeats, **kwargs)
+                cases.append(("dense", render_dense, {}, None, num_gaussians * size * size * cams, None, 1))
+            for name, fn, kwargs, hits, pairs, share, repeats in cases:
+                (fwd, fwd_cpu), (both, both_cpu) = _measure(fn, cam, args, weights, repeats, **kwargs)
                 row = dict(size=size, cameras=cams, backend=name, forward_s=fwd, forward_backward_s=both,
-                           pairs=int(pairs), pairs_per_s_forward=pairs / fwd, pairs_per_s_forward_backward=pairs / both,
-                           intersections=int(hits), capacity=capacity)
+                           forward_cpu_s=fwd_cpu, forward_backward_cpu_s=both_cpu, ratio=both / fwd,
+                           ratio_cpu=both_cpu / fwd_cpu, pairs=pairs, composited_share=share,
+                           intersections=hits)
+                before = BEFORE_FORWARD_CPU_S.get((size, cams)) if name == "xla" else None
+                if name == "xla":
+                    row["speedup_vs_before_forward_wall"] = BEFORE_FORWARD_S[(size, cams)] / fwd \
+                        if (size, cams) in BEFORE_FORWARD_S else None
+                    row["speedup_vs_before_forward_cpu"] = before / fwd_cpu if before else None
                 rows.append(row)
-                print(f"{size:>5} {cams:>4} {name:>7} {fwd * 1e3:>10.1f} {both * 1e3:>11.1f} "
-                      f"{pairs / fwd / 1e6:>13.1f} {pairs / both / 1e6:>13.1f} {pairs:>12}", flush=True)
+                vs = f"{before / fwd_cpu:.1f}x" if before else "-"
+                print(f"{size:>5} {cams:>4} {name:>7} {fwd * 1e3:>8.1f} {both * 1e3:>8.1f} {both / fwd:>6.2f} "
+                      f"{fwd_cpu * 1e3:>8.1f} {both_cpu * 1e3:>8.1f} {both_cpu / fwd_cpu:>9.2f} {vs:>9} "
+                      f"{pairs or 0:>11} {'' if share is None else f'{100 * share:.1f}%':>10}", flush=True)
             by = {r["backend"]: r for r in rows if r["size"] == size and r["cameras"] == cams}
             if "dense" in by:
                 speed = by["dense"]["forward_backward_s"] / by["xla"]["forward_backward_s"]
                 by["xla"]["speedup_vs_dense_forward_backward"] = speed
                 print(f"{'':>5} {'':>4} xla vs dense, forward+backward: {speed:.1f}x faster")
     return {"num_gaussians": num_gaussians, "quick": quick, "rows": rows,
-            "note": "pallas is timed only on GPU/TPU; dense skipped at 512x512 x 8 cameras (minutes on CPU)"}
+            "note": "pallas is timed only on GPU/TPU; dense only at 256x256, 1 camera (minutes on CPU); "
+                    "'vs before' = CPU-time forward speed-up over the renderer before issue 10"}
