@@ -139,6 +139,10 @@ def _clip_scores(clip: EvalClip, out: MethodOutput, opts: Options, missing: dict
 
 
 def _sync(clip, face, pred, opts, missing) -> dict:
+    if face is not None:
+        opening = sync_lib.mouth_opening(face)
+        if np.nanstd(opening) <= 1e-6 * max(float(np.nanmean(np.abs(opening))), 1e-12):
+            return {"sync_corr": 0.0}  # a mouth that never moves follows no speech (no lag to report)
     try:
         if face is not None:
             r = sync_lib.offline_sync(clip.audio, face=face, fps=clip.fps, max_lag=opts.max_lag)
@@ -148,8 +152,6 @@ def _sync(clip, face, pred, opts, missing) -> dict:
             missing.setdefault("sync_lag", "no face landmarks for this method (pass --mediapipe to detect them)")
             return {}
     except InputError as e:
-        if face is not None and np.nanstd(sync_lib.mouth_opening(face)) == 0.0:
-            return {"sync_corr": 0.0}  # a mouth that never moves follows no speech (no lag to report)
         missing.setdefault("sync_lag", str(e))
         return {}
     return {"sync_lag": int(r.lag), "sync_corr": float(r.correlation)}
@@ -210,7 +212,9 @@ def score_methods(clips: list[EvalClip], methods: dict[str, list[MethodOutput]],
             fake = np.concatenate([_to_unit(o.frames) for o in outputs])
             real = np.concatenate([_to_unit(c.frames) for c in clips])
             table["fid"] = fid_lib.fid(real, fake, model=opts.inception)
-        if opts.fvd_features is not None:
+        if opts.fvd_features is not None and len(clips) < 2:
+            missing["fvd"] = "FVD needs at least 2 clips (a covariance over clips)"
+        elif opts.fvd_features is not None:
             table["fvd"] = fvd_lib.fvd(np.stack([_to_unit(c.frames) for c in clips]),
                                        np.stack([_to_unit(o.frames) for o in outputs]), opts.fvd_features)
         report["methods"][name] = table
@@ -237,7 +241,7 @@ def markdown(report: dict, title: str = "Evaluation") -> str:
         cells = []
         for c in cols:
             v = table.get(c)
-            cells.append("–" if v is None else (f"{v:d}" if isinstance(v, int) else f"{v:.3f}"))
+            cells.append("–" if v is None else f"{v:.1f}" if c == "sync_lag" else f"{v:.3f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if report["missing"]:
         lines += ["", "Not measured:", ""] + [f"- {k}: {v}" for k, v in report["missing"].items()]

@@ -87,8 +87,9 @@ class TrainedRun:
         from avatar_jax.train import step
 
         K, viewmat = self._camera(clip)
-        out, rgb, _ = step.predict_jit(self.graphdef, self.params, self.consts, jnp.asarray(clip.audio), K, viewmat,
-                                       len(clip.frames), self.render_settings)
+        res = step.predict_jit(self.graphdef, self.params, self.consts, jnp.asarray(clip.audio), K, viewmat,
+                               len(clip.frames), self.render_settings)
+        out, rgb = res[0], res[1]  # (Gaussians, rgb, alpha[, overflow])
         return MethodOutput(np.asarray(rgb, np.float32), self._face(out.means, clip))
 
     def render_rest(self, clip: EvalClip) -> MethodOutput:
