@@ -187,18 +187,17 @@ def backward(feats, chunk_tile, chunk_first, n_chunks, t0, colour, depth, trans,
     """
     kc, chunk, _ = feats.shape
     dtype = feats.dtype
-    g_cd = jnp.concatenate([g_colour, g_depth[..., None]], axis=-1)  # (T,P,4)
     s_final = jnp.sum(g_colour * colour, axis=-1) + g_depth * depth  # (T,P): g . (colour, depth)
     g_t = g_trans * trans  # d/dalpha_i of T_final is -T_final / (1 - alpha_i)
 
     def step(pre_run, x):
         f, tile, first, tt = x
         u, v = tile_pixel_centres(tile, tiles_x, tiles_per_camera, tile_size)
-        gcd, fin, gt = g_cd[tile], s_final[tile], g_t[tile]  # per-batch gathers, not stored
+        gc, gd, fin, gt = g_colour[tile], g_depth[tile], s_final[tile], g_t[tile]  # per-batch gathers, not stored
         alpha, raw, gauss, dx, dy = _alpha(f, u.astype(dtype), v.astype(dtype))
         a, t_excl = _alive(alpha, tt)
         w = a * t_excl
-        s = jnp.einsum("bcf,bpf->bcp", f[..., CR:DZ + 1], gcd)  # channels contracted first
+        s = jnp.einsum("bcf,bpf->bcp", f[..., CR:DZ], gc) + f[..., DZ, None] * gd[:, None]  # channels first
         ws = w * s
         pre, pre_run = _segmented_exclusive(jnp.sum(ws, axis=1), first, pre_run, jnp.add, 0.0)
         incl = pre[:, None] + _scan_chunk(ws, jnp.add)
@@ -217,8 +216,9 @@ def backward(feats, chunk_tile, chunk_first, n_chunks, t0, colour, depth, trans,
             -0.5 * s_yy,
             jnp.sum(d_raw * gauss, axis=-1),
         ]
-        g_cd_f = jnp.einsum("bcp,bpf->bcf", w, gcd)
-        return pre_run, jnp.concatenate([jnp.stack(grads, axis=-1), g_cd_f], axis=-1)
+        g_c = jnp.einsum("bcp,bpf->bcf", w, gc)
+        g_z = jnp.sum(w * gd[:, None], axis=-1)
+        return pre_run, jnp.concatenate([jnp.stack(grads, axis=-1), g_c, g_z[..., None]], axis=-1)
 
     xs = (_batched(feats, batch, 0.0), _batched(chunk_tile, batch, 0), _batched(chunk_first, batch, True),
           _batched(t0, batch, 1.0))

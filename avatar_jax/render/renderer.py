@@ -12,6 +12,10 @@ Capacity (the static number of tile-Gaussian intersection slots) is the one data
   exports and shards), so the overflow is an *output*: ``RenderOutput.overflow`` is True for every
   camera whose intersections did not all fit, and that camera's ``rgb``/``alpha``/``depth`` are NaN
   (never a plausible but wrong image). ``n_intersections`` holds the exact per-camera counts.
+
+Intersections are (bin, Gaussian) candidates: bins are 8 px on the XLA path and 16 px for the Pallas
+kernels (:data:`TILE_SIZE`), inside the opacity-aware box of :mod:`avatar_jax.render.footprint`;
+:func:`intersection_count` with the same ``backend`` gives what ``capacity`` must hold.
   A training step should treat ``overflow.any()`` like a non-finite loss: skip the update (keep the
   old parameters and optimizer state via ``jnp.where``/``lax.cond``), count the skipped steps, and
   raise ``capacity`` above ``n_intersections.sum()`` for the next compile.
@@ -52,7 +56,7 @@ class RenderOutput(NamedTuple):
     rgb: jax.Array  # (H,W,3) or (B,H,W,3)
     alpha: jax.Array  # (H,W) or (B,H,W)
     depth: jax.Array  # (H,W) or (B,H,W): expected camera-space depth, sum z_i alpha_i T_i
-    n_intersections: jax.Array | None = None  # () or (B,) int32: tile-Gaussian intersections per camera
+    n_intersections: jax.Array | None = None  # () or (B,) int32: (bin, Gaussian) candidates per camera
     overflow: jax.Array | None = None  # () or (B,) bool: True where the capacity was too small (image NaN)
 
 
