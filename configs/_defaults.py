@@ -134,6 +134,11 @@ def defaults() -> ml_collections.ConfigDict:
     c.reconstruct.body_steps = 300
     c.reconstruct.photo_steps = 100
     c.reconstruct.photo_lr = 0.025  # base learning rate of the photometric fit (per-group multiples)
+    c.reconstruct.crop_size = 128  # face/hand crop cameras, pixels a side (0: no crops)
+    c.reconstruct.crop_weight = 0.5  # weight of the crop views in the photometric loss
+    c.reconstruct.max_offset = 0.05  # metres a Gaussian may move along the surface normal (clothes, hair)
+    c.reconstruct.max_slide = 0.03  # metres it may slide along the surface (texture edges line up)
+    c.reconstruct.offset_smooth = 1.0  # smoothness prior of the offsets over the body surface
     c.reconstruct.turntable_views = 6
     c.reconstruct.turntable_size = 160
     c.reconstruct.mediapipe_python = ""  # interpreter with mediapipe (default: .venv-mediapipe, see detect.py)

@@ -4,9 +4,10 @@ The canonical Gaussians (on the fitted body in rest pose) are skinned into the p
 rendered from the photo's camera and, in one batched call, from zoomed crop cameras on the face and
 hands (:mod:`avatar_jax.personalize.crops`). Loss per view: ``(1-λ) L1 + λ D-SSIM`` between the
 render (on black) and the photo masked by the person segmentation, plus an alpha-vs-mask term so the
-silhouette covers the person (clothes and hair are bigger than the body). Geometry moves only along
-the template's surface normals, by at most ``max_offset`` metres (``tanh``-bounded: nothing floats
-away), with a small-offset prior and a smoothness prior over the surface graph.
+silhouette covers the person (clothes and hair are bigger than the body). Geometry moves mostly along
+the template's surface normals (loose clothes, hair), by at most ``max_offset`` metres, and a little
+along the surface (``max_slide``, so texture edges can line up); both are ``tanh``-bounded, so nothing
+floats away, with a small-offset prior and a smoothness prior over the surface graph.
 
 Appearance is visibility-aware (:mod:`avatar_jax.personalize.visibility`): colours start from the
 transmittance-weighted photo colour each Gaussian really shows, only Gaussians the photo sees (visible
@@ -40,7 +41,8 @@ LOG_SCALE_RANGE = (-9.0, -2.5)
 class PhotoFit:
     """``cloud`` canonical after fitting; ``rgb (H,W,3)``/``alpha (H,W)`` render from the photo camera on
     black; PSNR/SSIM inside the person mask; ``seen (N,)`` Gaussians the photo shows (kept colours);
-    ``seen_share`` their share of the body surface; ``offsets (N,)`` metres along the normals."""
+    ``seen_share`` their share of the body surface; ``offsets (N,3)`` metres from the template surface,
+    ``normal_offsets (N,)`` their part along the normals."""
 
     cloud: GaussianCloud
     rgb: np.ndarray
@@ -50,6 +52,7 @@ class PhotoFit:
     seen: np.ndarray
     seen_share: float
     offsets: np.ndarray
+    normal_offsets: np.ndarray
     crop_psnr: dict
 
 
@@ -97,8 +100,9 @@ def _views_loss(out, target, mask, dssim_weight, mask_weight):
 def fit_photo(cloud: GaussianCloud, skinning: jax.Array, camera: cam_lib.Camera, photo: np.ndarray,
               mask: np.ndarray, graph: SurfaceGraph, *, crops: Crops | None = None, steps: int = 100,
               lr: float = 0.01, dssim_weight: float = 0.2, mask_weight: float = 0.5, crop_weight: float = 0.5,
-              max_offset: float = 0.05, offset_prior: float = 10.0, smooth_prior: float = 1e3,
-              seen_pixels: float = 0.3, progress=None) -> PhotoFit:
+              max_offset: float = 0.05, max_slide: float = 0.015, offset_prior: float = 1.0,
+              smooth_prior: float = 10.0,
+              seen_pixels: float = 0.3, sharp_init: bool = True, progress=None) -> PhotoFit:
     """``photo (H,W,3)`` in [0,1] and ``mask (H,W)`` at ``camera``'s resolution; ``graph`` over the cloud."""
     target = jnp.asarray(photo * mask[..., None], jnp.float32)
     m = jnp.asarray(mask, jnp.float32)
@@ -132,10 +136,15 @@ def fit_photo(cloud: GaussianCloud, skinning: jax.Array, camera: cam_lib.Camera,
     cap_crop = _capacity(means0, quats0, scales0, crops.camera) if crops is not None else 0
     weight0, color0 = seen_weights(means0, quats0, scales0, jax.nn.sigmoid(cloud.opacity_logits), cap_main, cap_crop)
     seen0 = weight0 > seen_pixels
+    if sharp_init:
+        # The photo pixel under each Gaussian's centre: sharper than the footprint average.
+        uv, _ = camera.project(means0)
+        ij = jnp.clip(uv.astype(jnp.int32), 0, jnp.array([camera.width - 1, camera.height - 1]))
+        color0 = np.asarray(jnp.asarray(photo, jnp.float32)[ij[:, 1], ij[:, 0]])
     dc = jnp.where(jnp.asarray(seen0)[:, None], dc_from_rgb(jnp.asarray(color0)), cloud.sh[:, 0])
     cloud = cloud.replace(sh=cloud.sh.at[:, 0].set(dc))
 
-    params = dict(offsets=jnp.zeros(cloud.num, jnp.float32), log_scales=cloud.log_scales, dc=cloud.sh[:, 0],
+    params = dict(offsets=jnp.zeros((cloud.num, 3), jnp.float32), log_scales=cloud.log_scales, dc=cloud.sh[:, 0],
                   opacity_logits=cloud.opacity_logits)
     # Everything big is an argument, not a closed-over constant: XLA would otherwise constant-fold
     # the projection of 20k Gaussians at compile time (minutes).
@@ -144,12 +153,16 @@ def fit_photo(cloud: GaussianCloud, skinning: jax.Array, camera: cam_lib.Camera,
     if crops is not None:
         consts.update(crop_camera=crops.camera, crop_target=crop_target, crop_mask=crop_mask)
 
-    def offsets_of(d):
-        return max_offset * jnp.tanh(d / max_offset)
+    def offsets_of(o, n):
+        """Raw ``(N,3)`` -> bounded offsets ``(N,3)``: normal part within max_offset, sliding within max_slide."""
+        d = jnp.sum(o * n, -1, keepdims=True)
+        t = o - d * n
+        tn = jnp.sqrt(jnp.sum(t * t, -1, keepdims=True) + 1e-12)
+        return max_offset * jnp.tanh(d / max_offset) * n + t * (max_slide * jnp.tanh(tn / max_slide) / tn)
 
     def posed(p, k):
         c = k["cloud"]
-        off = offsets_of(p["offsets"])[:, None] * k["normals"]
+        off = offsets_of(p["offsets"], k["normals"])
         means, quats = pose_cloud(c, k["skinning"], off)
         sh = c.sh.at[:, 0].set(p["dc"])
         return dict(means=means, quats=quats, scales=jnp.exp(jnp.clip(p["log_scales"], *LOG_SCALE_RANGE)),
@@ -169,10 +182,10 @@ def fit_photo(cloud: GaussianCloud, skinning: jax.Array, camera: cam_lib.Camera,
                         check_finite=False, **g)
             loss = loss + crop_weight * jnp.mean(_views_loss(oc, k["crop_target"], k["crop_mask"], dssim_weight,
                                                              mask_weight))
-        d = offsets_of(p["offsets"])
+        o = offsets_of(p["offsets"], k["normals"])
         i, j = k["edges"][:, 0], k["edges"][:, 1]
-        smooth = jnp.sum(k["edge_w"] * (d[i] - d[j]) ** 2) / d.shape[0]
-        return loss + offset_prior * jnp.mean(d**2) + smooth_prior * smooth
+        smooth = jnp.sum(k["edge_w"] * jnp.sum((o[i] - o[j]) ** 2, -1)) / o.shape[0]
+        return loss + offset_prior * jnp.mean(jnp.sum(o**2, -1)) + smooth_prior * smooth
 
     # Colours move fast, geometry slowly (metres), opacities in logit units.
     labels = {"offsets": "offsets", "log_scales": "log_scales", "dc": "dc", "opacity_logits": "opacity_logits"}
@@ -198,10 +211,10 @@ def fit_photo(cloud: GaussianCloud, skinning: jax.Array, camera: cam_lib.Camera,
     g = jax.jit(posed)(params, consts)
     weight, _ = seen_weights(g["means"], g["quats"], g["scales"], g["opacities"], cap_main, cap_crop)
     seen = weight > seen_pixels
-    d = np.asarray(offsets_of(params["offsets"]))
+    off = np.asarray(offsets_of(params["offsets"], normals))
     fitted_rgb = np.asarray(rgb_from_dc(params["dc"]))
     filled = appearance_fill.harmonic_fill(fitted_rgb, seen, graph, np.asarray(cloud.part))
-    fitted = cloud.replace(means=cloud.means + jnp.asarray(d)[:, None] * normals,
+    fitted = cloud.replace(means=cloud.means + jnp.asarray(off),
                            log_scales=jnp.clip(params["log_scales"], *LOG_SCALE_RANGE),
                            opacity_logits=params["opacity_logits"],
                            sh=cloud.sh.at[:, 0].set(dc_from_rgb(jnp.asarray(filled))))
@@ -214,4 +227,4 @@ def fit_photo(cloud: GaussianCloud, skinning: jax.Array, camera: cam_lib.Camera,
             crop_psnr[name] = psnr_in_mask(np.asarray(oc.rgb[b]), crops.photo[b], crops.mask[b])
     return PhotoFit(fitted, rgb, alpha, psnr_in_mask(rgb, np.asarray(photo), np.asarray(mask)),
                     ssim_in_mask(rgb, np.asarray(photo), np.asarray(mask)), seen,
-                    float((area * seen).sum() / area.sum()), d, crop_psnr)
+                    float((area * seen).sum() / area.sum()), off, np.sum(off * np.asarray(normals), -1), crop_psnr)

@@ -30,7 +30,7 @@ from avatar_jax.personalize import body_fit, crops, detect, photometric, quality
 from avatar_jax.render import render
 
 # Settings with defaults here, so older configs keep working: config.reconstruct.KEY overrides them.
-DEFAULTS = dict(crop_size=128, max_offset=0.05, crop_weight=0.5)
+DEFAULTS = dict(crop_size=128, max_offset=0.05, max_slide=0.03, offset_smooth=1.0, crop_weight=0.5)
 
 
 def _setting(c, key):
@@ -49,8 +49,9 @@ def _dots(img: np.ndarray, points: np.ndarray, keep: np.ndarray, color) -> None:
         img[max(i - 1, 0) : min(i + 2, h), max(j - 1, 0) : min(j + 2, w)] = color
 
 
-def orbit_views(cloud, azimuths_deg, size: int, background=(1.0, 1.0, 1.0)) -> np.ndarray:
-    """``(V,size,size,3)`` float renders of the canonical avatar from azimuths (0 = front, 180 = back)."""
+def orbit_views(cloud, azimuths_deg, size: int, background=(1.0, 1.0, 1.0), with_alpha: bool = False):
+    """``(V,size,size,3)`` float renders of the canonical avatar from azimuths (0 = front, 180 = back)
+    (and their alpha ``(V,size,size)`` if ``with_alpha``)."""
     means = np.asarray(cloud.means)
     lo, hi = means.min(0), means.max(0)
     centre = 0.5 * (lo + hi)
@@ -63,7 +64,8 @@ def orbit_views(cloud, azimuths_deg, size: int, background=(1.0, 1.0, 1.0)) -> n
                                     fov_y_deg=30.0))
     args = cloud.render_args()
     out = render(camera=cam_lib.stack(cams), background=background, **args)
-    return np.clip(np.asarray(out.rgb), 0, 1)
+    rgb = np.clip(np.asarray(out.rgb), 0, 1)
+    return (rgb, np.asarray(out.alpha)) if with_alpha else rgb
 
 
 def turntable(cloud, views: int, size: int) -> np.ndarray:
@@ -76,7 +78,7 @@ def reconstruct(image: np.ndarray, config, say=None, person: int | None = None) 
     """Run the pipeline on ``image (H,W,3) uint8`` -> (outputs for :func:`write_outputs`, report dict)."""
     c = config.reconstruct
     say = say or (lambda *a, **k: None)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     times = {}
     det = detect.detect(image, c.mediapipe_python, person=person)
     times["keypoints_s"] = time.perf_counter() - t0
@@ -122,6 +124,8 @@ def reconstruct(image: np.ndarray, config, say=None, person: int | None = None) 
 
     pf = photometric.fit_photo(cloud, skinning, cam, photo, mask, graph, crops=zoomed, steps=c.photo_steps,
                                lr=c.photo_lr, max_offset=float(_setting(c, "max_offset")),
+                               max_slide=float(_setting(c, "max_slide")),
+                               smooth_prior=float(_setting(c, "offset_smooth")),
                                crop_weight=float(_setting(c, "crop_weight")), progress=tick)
     times["photometric_s"] = time.perf_counter() - t
     say(f"[3/4] photometric fit: PSNR {pf.psnr_in_mask:.2f} dB, SSIM {pf.ssim_in_mask:.3f} inside the person mask "
@@ -137,14 +141,17 @@ def reconstruct(image: np.ndarray, config, say=None, person: int | None = None) 
     overlay = np.concatenate([overlay_l, overlay_r], axis=1)
     times["previews_s"] = time.perf_counter() - t
     times["total_s"] = time.perf_counter() - t0
+    # CPU seconds of this process (all threads): on a busy shared machine wall time says little.
+    times["cpu_s"] = time.process_time() - cpu0
     report = dict(psnr_in_mask_db=pf.psnr_in_mask, ssim_in_mask=pf.ssim_in_mask,
                   keypoint_error_fraction_of_height=fit.error_fraction, seen_surface_share=pf.seen_share,
                   crop_psnr_in_mask_db=pf.crop_psnr, people_found=det.people, person_used=det.person,
                   work_resolution=[ww, wh], num_gaussians=int(pf.cloud.num), seen_gaussians=int(pf.seen.sum()),
                   phenotype=dict(zip(phenotype.PHENOTYPE_NAMES, map(float, fit.phenotype), strict=True)),
-                  normal_offset_m=dict(mean_abs=float(np.abs(pf.offsets).mean()),
-                                       max_abs=float(np.abs(pf.offsets).max()),
-                                       bound=float(_setting(c, "max_offset"))), **times)
+                  offset_m=dict(normal_mean_abs=float(np.abs(pf.normal_offsets).mean()),
+                                normal_max_abs=float(np.abs(pf.normal_offsets).max()),
+                                max_from_surface=float(np.linalg.norm(pf.offsets, axis=1).max()),
+                                normal_bound=float(_setting(c, "max_offset"))), **times)
     report["quality_bars"] = {key: f"{op} {bar}" for key, (op, bar) in quality.BARS.items()}
     report["warnings"] = quality.judge(report)
     outputs = dict(cloud=pf.cloud, overlay=overlay, turntable=strip, fit=fit, camera=cam)
