@@ -22,13 +22,15 @@ Runs only in the golden venv, through ``make_golden.py``, which registers :data:
 
 The torchvision wheel on the registry is built against CUDA torch, so its C extension does not load
 beside the CPU torch; pytorch-fid needs only its pure-Python Inception modules, so the two operator
-schemas torchvision registers fake kernels for are defined first and the extension's absence is harmless.
+schemas torchvision registers fake kernels for are defined when this module is imported (before
+transformers, which imports torchvision when it is installed) and the extension's absence is harmless.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 import tempfile
 import types
 
@@ -37,7 +39,6 @@ import torch
 
 EVAL_PRODUCERS = {}
 SHRINK = 16
-_TORCHVISION = {}
 
 
 def _producer(name):
@@ -167,22 +168,34 @@ def make_syncnet(out_dir):
     )
 
 
-def _torchvision():
-    """Import torchvision beside a CPU torch (its CUDA-built extension cannot load; see the module doc)."""
-    if "torchvision" in _TORCHVISION:
-        return _TORCHVISION["torchvision"]
+def _define_torchvision_ops():
+    """Define the two operator schemas torchvision registers fake kernels for, before anything imports it.
+
+    The registry's torchvision wheel is built against CUDA torch: beside the CPU torch its extension does not
+    load, and importing torchvision then fails on ``torchvision::nms`` -- and transformers imports torchvision
+    whenever it is installed. With the schemas defined first, torchvision's pure-Python parts import and work.
+    Runs when make_golden.py imports this module, so every producer (transformers' too) is covered.
+    """
+    if importlib.util.find_spec("torchvision") is None or "torchvision" in sys.modules:
+        return None
     lib = torch.library.Library("torchvision", "DEF")
     lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    return lib  # kept alive at module level: dropping it would remove the schemas
+
+
+_TORCHVISION_OPS = _define_torchvision_ops()
+
+
+def _torchvision():
     import torchvision
 
-    _TORCHVISION["torchvision"] = (torchvision, lib)  # the library object keeps the schemas defined
-    return torchvision, lib
+    return torchvision
 
 
 @_producer("fid_inception")
 def make_fid_inception(out_dir):
-    torchvision, _lib = _torchvision()
+    torchvision = _torchvision()
     tv_inception = torchvision.models.inception
     from pytorch_fid import fid_score
     from pytorch_fid import inception as fid_inception
