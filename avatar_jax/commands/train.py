@@ -22,6 +22,7 @@ def run(args, config) -> int:
     held = summary["held_out"]
     scores = "".join(f"; held-out {k}: " + ", ".join(f"{n} {v:.3f}" for n, v in s.items() if n != "clips")
                      for k, s in held.items())
-    print(f"train: {summary['stopped']} at step {summary['step']}, loss {summary['first_loss']:.4f} -> "
-          f"{summary['final_loss']:.4f}, {summary['bad_steps']} skipped step(s){scores}; wrote {workdir}/summary.json")
+    losses = (f", loss {summary['first_loss']:.4f} -> {summary['final_loss']:.4f}" if summary["losses"] else "")
+    print(f"train: {summary['stopped']} at step {summary['step']}{losses}, {summary['bad_steps']} skipped step(s)"
+          f"{scores}; wrote {workdir}/summary.json")
     return 0

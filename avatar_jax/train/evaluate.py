@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -20,6 +21,15 @@ from avatar_jax.train.step import RenderSettings, StepConstants, predict_jit
 # Landmark rows (template order: pose 33, then face 478) of the lip keypoints.
 UPPER_LIP = 33 + schema.FACE_UPPER_LIP
 LOWER_LIP = 33 + schema.FACE_LOWER_LIP
+
+
+def to_host(x: jax.Array) -> np.ndarray:
+    """A jit output as numpy on every process (multi-host outputs may span other hosts' devices)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
 
 
 def lip_binding(avatar, landmark_rest: np.ndarray) -> landmarks_lib.LandmarkBinding:
@@ -49,16 +59,16 @@ def evaluate(graphdef: nnx.GraphDef, params: nnx.State, consts: StepConstants, r
         reader.close()
         meta = reader.meta
         K, viewmat = np.asarray(meta.K, np.float32), np.asarray(meta.viewmat, np.float32)
-        out, rgb, _ = predict_jit(graphdef, params, consts, jnp.asarray(clip["audio"]), K, viewmat,
+        out, rgb, _, _ = predict_jit(graphdef, params, consts, jnp.asarray(clip["audio"]), K, viewmat,
                                   len(clip["frame"]), rs)
-        rgb = np.asarray(rgb, np.float64)
+        rgb = to_host(rgb).astype(np.float64)
         mask = clip["mask"].astype(np.float64)[..., None] / 255.0
         sq_err += float((mask * (rgb - clip["frame"] / 255.0) ** 2).sum())
         mask_sum += 3.0 * float(mask.sum())
         if binding is not None:
             lips = landmarks_lib.landmarks(out.means.astype(jnp.float32), binding)  # (T,2,3)
             uv, _ = Camera(jnp.asarray(viewmat), jnp.asarray(K), rs.width, rs.height).project(lips.reshape(-1, 3))
-            uv = np.asarray(uv).reshape(-1, 2, 2)
+            uv = to_host(uv).reshape(-1, 2, 2)
             open_model.append(np.linalg.norm(uv[:, 0] - uv[:, 1], axis=-1))
             face = clip["face"]
             lips = face[:, schema.FACE_UPPER_LIP] - face[:, schema.FACE_LOWER_LIP]

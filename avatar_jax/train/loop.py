@@ -11,6 +11,7 @@ whether the run is uninterrupted or resumed from a checkpoint, on any mesh shape
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -77,93 +78,95 @@ def train(config, workdir: str, *, data_root: str | None = None, mesh=None, prog
     optimizer = make_optimizer(t)
 
     # ---- state: the workdir's latest checkpoint, or fresh from the seed
-    ckpt = checkpointer or Checkpointer(workdir, config)
-    graphdef, abstract = state_lib.abstract_state(config, mesh, optimizer)
-    latest = ckpt.latest_step()
-    history: list[float] = []
-    if latest is not None:
-        state, extra = ckpt.restore(latest, abstract)
-        iterator.set_state(extra["data"])
-        history = list(extra.get("losses", []))
-    first = data.next_batch(iterator, root)  # before any compile: a corrupt dataset fails fast
-    if latest is None:
-        graphdef, state = state_lib.create_state(config, mesh, optimizer)
-    start = int(state.step)
-    camera = Camera(jnp.asarray(first.viewmat[0]), jnp.asarray(first.K[0]), source.width, source.height)
-    rs = step.RenderSettings(source.width, source.height,
-                             step.render_capacity(trained.avatar, camera, float(t.capacity_factor)),
-                             background_colour(first, config.render.background), config.render.backend)
+    with contextlib.ExitStack() as stack:  # a checkpointer made here is closed here, also on errors
+        ckpt = checkpointer or stack.enter_context(Checkpointer(workdir, config))
+        graphdef, abstract = state_lib.abstract_state(config, mesh, optimizer)
+        latest = ckpt.latest_step()
+        history: list[float] = []
+        if latest is not None:
+            state, extra = ckpt.restore(latest, abstract)
+            iterator.set_state(extra["data"])
+            history = list(extra.get("losses", []))
+        first = data.next_batch(iterator, root)  # before any compile: a corrupt dataset fails fast
+        if latest is None:
+            graphdef, state = state_lib.create_state(config, mesh, optimizer, (graphdef, abstract))
+        start = int(state.step)
+        camera = Camera(jnp.asarray(first.viewmat[0]), jnp.asarray(first.K[0]), source.width, source.height)
+        rs = step.RenderSettings(source.width, source.height,
+                                 step.render_capacity(trained.avatar, camera, float(t.capacity_factor)),
+                                 background_colour(first, config.render.background), config.render.backend)
 
-    # ---- the compiled step, with its memory and FLOPs printed before it first runs
-    state_sh = jax.tree.map(lambda a: a.sharding, abstract)
-    const_sh = step.constant_shardings(mesh, consts)
-    batch_sh = data.batch_shardings(mesh, first)
-    train_step = step.make_train_step(graphdef, optimizer, rs, config.loss, state_shardings=state_sh,
-                                      const_shardings=const_sh, batch_shardings=batch_sh, mesh=mesh)
-    consts = jax.device_put(consts, const_sh)
-    compiled = train_step.lower(state, consts, data.to_device(first, batch_sh)).compile()
-    stats = train_logging.compiled_stats(compiled)
-    frames_per_step = int(t.batch_size) * int(t.seq_len)
-    nan_steps = {int(s) for s in t.debug_nan_steps}
-    scores: dict[str, dict] = {}
+        # ---- the compiled step, with its memory and FLOPs printed before it first runs
+        state_sh = jax.tree.map(lambda a: a.sharding, abstract)
+        const_sh = step.constant_shardings(mesh, consts)
+        batch_sh = data.batch_shardings(mesh, first)
+        train_step = step.make_train_step(graphdef, optimizer, rs, config.loss, state_shardings=state_sh,
+                                          const_shardings=const_sh, batch_shardings=batch_sh, mesh=mesh)
+        consts = jax.device_put(consts, const_sh)
+        compiled = train_step.lower(state, consts, data.to_device(first, batch_sh)).compile()
+        stats = train_logging.compiled_stats(compiled)
+        frames_per_step = int(t.batch_size) * int(t.seq_len)
+        nan_steps = {int(s) for s in t.debug_nan_steps}
+        scores: dict[str, dict] = {}
 
-    def held_out(params) -> dict:
-        return evaluate.evaluate(graphdef, params, consts, rs, root, clips=int(t.eval_clips),
-                                 frames=int(t.eval_frames), landmark_rest=trained.landmarks)
+        def held_out(params) -> dict:
+            return evaluate.evaluate(graphdef, params, consts, rs, root, clips=int(t.eval_clips),
+                                     frames=int(t.eval_frames), landmark_rest=trained.landmarks)
 
-    def extra() -> dict:
-        return {"data": iterator.get_state(), "losses": history}
+        def extra() -> dict:
+            return {"data": iterator.get_state(), "losses": history}
 
-    with train_logging.TrainLogger(workdir, int(t.steps), start, enabled=lead, progress=progress) as log, \
-            PreemptionGuard() as preemption:
-        log.print(f"mesh {dict(mesh.shape)}, {source}, avatar of {trained.subject!r} with "
-                  f"{trained.avatar.num_gaussians} Gaussians / {trained.avatar.num_particles} particles, "
-                  f"{source.height}x{source.width} renders ({rs.capacity} slots per frame)")
-        log.print(f"compiled step per device: {stats.get('peak_bytes', 0) / 2**20:.1f} MiB "
-                  f"(temp {stats.get('temp_size_in_bytes', 0) / 2**20:.1f} MiB), {stats['flops'] / 1e9:.2f} GFLOP")
-        if start == 0 and t.eval_clips:
-            scores["before"] = held_out(state.params)
-            log.eval_scalars(0, scores["before"])
-        # ---- the loop
-        batch, i, stopped = first, start, None
-        window_time, window_start = 0.0, start
-        while i < int(t.steps):
-            if preemption.requested:
-                stopped = "preempted"
-                break
-            if batch is None:
-                batch = data.next_batch(iterator, root)
-            if i in nan_steps:  # a poisoned sample: the guard must skip this step
-                batch = dataclasses.replace(batch, audio=np.full_like(batch.audio, np.nan))
-            tic = time.perf_counter()
-            state, metrics = compiled(state, consts, data.to_device(batch, batch_sh))
-            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            window_time += time.perf_counter() - tic
-            seen, batch, i = batch, None, i + 1
-            history.append(metrics["loss"])
-            if metrics["bad_streak"] >= int(t.max_bad_steps):
-                ckpt.wait()
-                raise TrainingError(f"stopped at step {i}: {int(metrics['bad_streak'])} non-finite steps in a row "
-                                    f"(train.max_bad_steps={t.max_bad_steps}); latest good checkpoint: step "
-                                    f"{ckpt.latest_step()}")
-            log.advance(i, metrics["loss"])
-            if i % int(t.log_every) == 0 or i == int(t.steps):
-                n = i - window_start
-                log.scalars(i, metrics, window_time / n, n * frames_per_step / max(window_time, 1e-9))
-                window_time, window_start = 0.0, i
-            if t.image_every and i % int(t.image_every) == 0 and lead:
-                log.image(i, _preview(graphdef, state.params, consts, rs, seen))
-            if t.checkpoint_every and i % int(t.checkpoint_every) == 0:
-                ckpt.save(i, state, extra())
-        ckpt.save(i, state, extra(), force=True)
-        ckpt.wait()
-        if stopped is None and t.eval_clips:
-            scores["after"] = held_out(state.params)
-            log.eval_scalars(i, scores["after"])
+        with train_logging.TrainLogger(workdir, int(t.steps), start, enabled=lead, progress=progress) as log, \
+                PreemptionGuard() as preemption:
+            log.print(f"mesh {dict(mesh.shape)}, {source}, avatar of {trained.subject!r} with "
+                      f"{trained.avatar.num_gaussians} Gaussians / {trained.avatar.num_particles} particles, "
+                      f"{source.height}x{source.width} renders ({rs.capacity} slots per frame)")
+            log.print(f"compiled step per device: {stats.get('peak_bytes', 0) / 2**20:.1f} MiB "
+                      f"(temp {stats.get('temp_size_in_bytes', 0) / 2**20:.1f} MiB), {stats['flops'] / 1e9:.2f} GFLOP")
+            if start == 0 and t.eval_clips:
+                scores["before"] = held_out(state.params)
+                log.eval_scalars(0, scores["before"])
+            # ---- the loop
+            batch, i, stopped = first, start, None
+            window_time, window_start = 0.0, start
+            while i < int(t.steps):
+                if preemption.requested:
+                    stopped = "preempted"
+                    break
+                if batch is None:
+                    batch = data.next_batch(iterator, root)
+                if i in nan_steps:  # a poisoned sample: the guard must skip this step
+                    batch = dataclasses.replace(batch, audio=np.full_like(batch.audio, np.nan))
+                tic = time.perf_counter()
+                state, metrics = compiled(state, consts, data.to_device(batch, batch_sh))
+                metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                window_time += time.perf_counter() - tic
+                seen, batch, i = batch, None, i + 1
+                history.append(metrics["loss"])
+                if metrics["bad_streak"] >= int(t.max_bad_steps):
+                    ckpt.wait()
+                    raise TrainingError(f"stopped at step {i}: {int(metrics['bad_streak'])} non-finite steps in a row "
+                                        f"(train.max_bad_steps={t.max_bad_steps}); latest good checkpoint: step "
+                                        f"{ckpt.latest_step()}")
+                log.advance(i, metrics["loss"])
+                if i % int(t.log_every) == 0 or i == int(t.steps):
+                    n = i - window_start
+                    log.scalars(i, metrics, window_time / n, n * frames_per_step / max(window_time, 1e-9))
+                    window_time, window_start = 0.0, i
+                if t.image_every and i % int(t.image_every) == 0:  # every process renders (sharded params)
+                    log.image(i, _preview(graphdef, state.params, consts, rs, seen))
+                if t.checkpoint_every and i % int(t.checkpoint_every) == 0:
+                    ckpt.save(i, state, extra())
+            ckpt.save(i, state, extra(), force=True)
+            ckpt.wait()
+            if stopped is None and t.eval_clips:
+                scores["after"] = held_out(state.params)
+                log.eval_scalars(i, scores["after"])
 
     summary = dict(
         step=i, steps=int(t.steps), stopped=stopped or "done", losses=history,
-        first_loss=history[0] if history else None, final_loss=float(np.mean(history[-5:])) if history else None,
+        first_loss=history[0] if history else None,
+        final_loss=float(np.nanmean(history[-5:])) if np.isfinite(history[-5:]).any() else None,  # skips NaN steps
         bad_steps=int(state.bad_total), mesh=dict(mesh.shape), devices=jax.device_count(),
         frames_per_step=frames_per_step, compiled=stats, held_out=scores, seconds=time.perf_counter() - start_time,
     )
@@ -176,7 +179,7 @@ def train(config, workdir: str, *, data_root: str | None = None, mesh=None, prog
 
 def _preview(graphdef, params, consts, rs, batch: data.Batch) -> np.ndarray:
     """Renders of the first sample of ``batch`` over its clip frames (for TensorBoard)."""
-    _, rgb, _ = step.predict_jit(
+    _, rgb, _, _ = step.predict_jit(
         graphdef, params, consts, jnp.asarray(batch.audio[0]), jnp.asarray(batch.K[0]), jnp.asarray(batch.viewmat[0]),
         batch.num_frames, rs)
-    return train_logging.frame_grid(np.asarray(rgb), np.asarray(batch.frames[0]) / 255.0)
+    return train_logging.frame_grid(evaluate.to_host(rgb), np.asarray(batch.frames[0]) / 255.0)

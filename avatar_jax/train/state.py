@@ -65,9 +65,13 @@ def abstract_state(config, mesh, optimizer) -> tuple[nnx.GraphDef, TrainState]:
     return graphdef, jax.tree.map(lambda s, h: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=h), shapes, sh)
 
 
-def create_state(config, mesh, optimizer) -> tuple[nnx.GraphDef, TrainState]:
-    """Fresh parameters from ``config.seed`` (initialised straight into their shards) and optimiser state."""
-    graphdef, abstract = abstract_state(config, mesh, optimizer)
+def create_state(config, mesh, optimizer, abstract: tuple[nnx.GraphDef, TrainState] | None = None
+                 ) -> tuple[nnx.GraphDef, TrainState]:
+    """Fresh parameters from ``config.seed`` (initialised straight into their shards) and optimiser state.
+
+    ``abstract``: :func:`abstract_state`'s result when the caller has it already.
+    """
+    graphdef, abstract = abstract or abstract_state(config, mesh, optimizer)
     sh = jax.tree.map(lambda a: a.sharding, abstract)
 
     def init():

@@ -5,7 +5,8 @@ motion over the frames with ``lax.scan``, so the rendering losses of frame ``t``
 of every earlier frame. The step is ``jax.jit`` with explicit in/out shardings over the
 ``("data","fsdp","model")`` mesh and donates the old state.
 
-NaN/Inf guard: when the loss, any gradient or the renderer's overflow flag is bad, the step keeps the
+NaN/Inf guard: when the loss or any gradient is not finite, or the renderer reports an overflow (more
+tile intersections than ``capacity``: that frame is NaN, never silently truncated), the step keeps the
 parameters and optimiser state it was given and counts the step (``bad_streak``, ``bad_total``);
 the loop stops after ``train.max_bad_steps`` in a row.
 """
@@ -73,7 +74,7 @@ def make_constants(config, avatar: CanonicalAvatar, landmark_rest: np.ndarray | 
 
 def render_capacity(avatar: CanonicalAvatar, camera: Camera, factor: float) -> int:
     """Intersection slots per frame: a power of two >= ``factor`` x the rest pose's count (motion and
-    residual scales grow footprints; a frame that still overflows is a counted bad step)."""
+    residual scales grow footprints; a frame that still overflows makes a counted, skipped step)."""
     if factor < 1.0:
         raise ConfigError(f"train.capacity_factor must be >= 1, got {factor}")
     ri = avatar.render_inputs()
@@ -81,26 +82,31 @@ def render_capacity(avatar: CanonicalAvatar, camera: Camera, factor: float) -> i
     return 1 << (int(np.ceil(factor * hits)) - 1).bit_length()
 
 
-def render_sequence(frames: FrameGaussians, camera: Camera, rs: RenderSettings) -> tuple[jax.Array, jax.Array]:
-    """``(T,N,...)`` Gaussians seen by one camera -> ``rgb (T,H,W,3)``, ``alpha (T,H,W)`` (float32)."""
+def render_sequence(frames: FrameGaussians, camera: Camera, rs: RenderSettings
+                    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(T,N,...)`` Gaussians seen by one camera -> ``rgb (T,H,W,3)``, ``alpha (T,H,W)`` (float32) and
+    ``overflow ()``: True when some frame's intersections did not fit ``rs.capacity`` (its image is NaN).
 
-    def one(means, quats, scales, opacities, colors):
-        out = render(means, quats, scales, opacities, colors, camera, background=rs.background, backend=rs.backend,
-                     capacity=rs.capacity, check_finite=False)
-        return out.rgb, out.alpha
-
+    One batched render call: frame ``t``'s Gaussians with camera copy ``t``.
+    """
+    t = frames.means.shape[0]
+    cams = Camera(jnp.broadcast_to(camera.viewmat, (t, 4, 4)), jnp.broadcast_to(camera.K, (t, 3, 3)),
+                  rs.width, rs.height)
     f32 = [x.astype(jnp.float32) for x in (frames.means, frames.quats, frames.scales, frames.opacities,
                                            frames.colors)]
-    return jax.vmap(one)(*f32)
+    out = render(*f32, cams, background=rs.background, backend=rs.backend, capacity=rs.capacity * t,
+                 check_finite=False)
+    return out.rgb, out.alpha, jnp.any(out.overflow)
 
 
 def predict(graphdef: nnx.GraphDef, params: nnx.State, consts: StepConstants, audio: jax.Array, K: jax.Array,
-            viewmat: jax.Array, num_frames: int, rs: RenderSettings) -> tuple[FrameGaussians, jax.Array, jax.Array]:
-    """One sequence: ``audio (A,)`` -> Gaussians ``(T,N,...)``, ``rgb (T,H,W,3)``, ``alpha (T,H,W)``."""
+            viewmat: jax.Array, num_frames: int, rs: RenderSettings
+            ) -> tuple[FrameGaussians, jax.Array, jax.Array, jax.Array]:
+    """One sequence: ``audio (A,)`` -> Gaussians ``(T,N,...)``, ``rgb (T,H,W,3)``, ``alpha (T,H,W)``, overflow."""
     model = nnx.merge(graphdef, params)
     out, _ = model(consts.avatar, audio, num_frames)
-    rgb, alpha = render_sequence(out, Camera(viewmat, K, rs.width, rs.height), rs)
-    return out, rgb, alpha
+    rgb, alpha, overflow = render_sequence(out, Camera(viewmat, K, rs.width, rs.height), rs)
+    return out, rgb, alpha, overflow
 
 
 # Jitted once per (graphdef, frame count, settings): evaluation and previews call it per clip.
@@ -111,7 +117,7 @@ def loss_terms(graphdef, params, consts: StepConstants, batch: Batch, rs: Render
                ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Total loss and every term (weighted ``image``... plus raw ``kpt_*``, ``twist_accel``, ``means_accel``)."""
     t = batch.num_frames
-    out, rgb, _ = jax.vmap(lambda a, k, v: predict(graphdef, params, consts, a, k, v, t, rs))(
+    out, rgb, _, overflow = jax.vmap(lambda a, k, v: predict(graphdef, params, consts, a, k, v, t, rs))(
         batch.audio, batch.K, batch.viewmat)
     frames = batch.frames.astype(jnp.float32) / 255.0
     masks = batch.masks.astype(jnp.float32) / 255.0
@@ -142,7 +148,7 @@ def loss_terms(graphdef, params, consts: StepConstants, batch: Batch, rs: Render
         terms["temporal"] = losses.temporal_loss(temporal, float(lc.temporal_means))
     terms["vsd"] = losses.vsd_term(rgb)
     total, weighted = losses.total_loss(terms, lc)
-    return total, {**weighted, **raw}
+    return total, {**weighted, **raw, "overflow": jnp.any(overflow)}
 
 
 def _all_finite(tree) -> jax.Array:
@@ -153,7 +159,7 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
                     loss_config, *, state_shardings: TrainState, const_shardings, batch_shardings: Batch, mesh):
     """``step(state, consts, batch) -> (state, metrics)`` jitted with the given shardings; ``state`` is donated.
 
-    ``metrics``: ``loss`` and every term, ``grad_norm``, ``ok`` (this step was applied), ``bad_streak``,
+    ``metrics``: ``loss`` and every term, ``grad_norm``, ``overflow``, ``ok`` (this step was applied), ``bad_streak``,
     ``bad_total`` (all replicated scalars).
     """
 
@@ -161,7 +167,7 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
         chex.assert_rank(batch.audio, 2)
         grad_fn = jax.value_and_grad(lambda p: loss_terms(graphdef, p, consts, batch, rs, loss_config), has_aux=True)
         (loss, terms), grads = grad_fn(state.params)
-        ok = jnp.isfinite(loss) & _all_finite(grads)
+        ok = jnp.isfinite(loss) & _all_finite(grads) & ~terms["overflow"]
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         # A bad step changes nothing but the counters (jnp.where also stops NaN from leaking in).

@@ -1,5 +1,7 @@
 """The jitted train step: same loss trajectory on 1 device and sharded meshes, the NaN guard, the optimiser."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -81,7 +83,7 @@ def test_steps_apply_and_report_every_term(single):
         for term in ("image", "keypoints", "arap", "temporal", "vsd", "kpt_face", "grad_norm"):
             assert np.isfinite(m[term]), term
         assert m["image"] > 0 and m["keypoints"] > 0 and m["grad_norm"] > 0
-        assert m["vsd"] == 0.0  # the slot is empty until the teacher lands
+        assert m["vsd"] == 0.0 and m["overflow"] == 0.0  # the VSD slot is empty until the teacher lands
         weighted = m["image"] + m["keypoints"] + m["arap"] + m["temporal"] + m["vsd"] + m["perceptual"]
         np.testing.assert_allclose(m["loss"], weighted, rtol=1e-5)
     assert len({round(m["loss"], 7) for m in history}) == len(history)  # the batches and params differ
@@ -116,6 +118,18 @@ def test_nan_batch_is_a_counted_skip_that_changes_nothing(setup, single):
     m3 = jax.device_get(m3)
     assert bool(m3["ok"]) and int(m3["bad_streak"]) == 0 and int(m3["bad_total"]) == 2
     assert int(state.step) == 6  # every batch is counted, applied or not
+
+
+def test_render_overflow_is_a_counted_skip(setup):
+    config, consts, rs, batches = setup
+    cramped = dataclasses.replace(rs, capacity=8)  # far fewer slots than the frames' intersections
+    one = {"data": 1, "fsdp": 1, "model": 1}
+    state, history, _ = run_steps(config, consts, cramped, batches[:1], one, jax.devices()[:1])
+    m = history[0]
+    assert m["overflow"] == 1.0 and m["ok"] == 0.0 and m["bad_total"] == 1 and m["bad_streak"] == 1
+    _, fresh = state_lib.create_state(config, sharding.make_mesh(one, jax.devices()[:1]), make_optimizer(config.train))
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(fresh.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_schedule_warms_up_then_decays_to_the_end_ratio():
