@@ -6,10 +6,12 @@ complete, so an interrupted job never leaves a truncated video behind.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import tempfile
+import warnings
 
 import imageio_ffmpeg
 import numpy as np
@@ -64,6 +66,15 @@ def write_video(path: str, frames, fps: float, audio: np.ndarray | None = None, 
     return path
 
 
+@contextlib.contextmanager
+def _quiet_fork():
+    """Python 3.12 warns on any fork once JAX has started threads; subprocess forks straight into exec
+    (no Python runs in the child), so starting ffmpeg is safe and the warning is noise."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+        yield
+
+
 class VideoStream:
     """Write an mp4 frame batch by frame batch (bounded memory); the audio is muxed in at :meth:`close`.
 
@@ -88,7 +99,8 @@ class VideoStream:
         self._writer = imageio_ffmpeg.write_frames(self._silent, (width, height), fps=fps, codec="libx264",
                                                    pix_fmt_out="yuv420p", quality=None,
                                                    output_params=["-crf", str(crf)], macro_block_size=1)
-        self._writer.send(None)
+        with _quiet_fork():
+            self._writer.send(None)  # starts ffmpeg
 
     def send(self, frames) -> None:
         """Append ``frames (n,H,W,3)`` (uint8, or floats in [0,1])."""
@@ -115,7 +127,8 @@ class VideoStream:
                 soundfile.write(wav, audio, self.sample_rate)
                 cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-i", self._silent, "-i", wav,
                        "-c:v", "copy", "-c:a", "aac", "-b:a", "128k", "-ar", "48000", final]
-                res = subprocess.run(cmd, capture_output=True, text=True)
+                with _quiet_fork():
+                    res = subprocess.run(cmd, capture_output=True, text=True)
                 if res.returncode != 0:
                     raise RuntimeError(f"ffmpeg failed to mux audio into {self.path}: {res.stderr.strip()[-400:]}")
             try:
