@@ -58,6 +58,7 @@ class RenderSettings:
 def make_constants(config, avatar: CanonicalAvatar, landmark_rest: np.ndarray | None) -> StepConstants:
     """Landmark binding from rest points in template order (553,3), ARAP neighbours, both once in numpy."""
     lc = config.loss
+    losses.robust_rho(jnp.zeros(()), 1.0, str(lc.kpt_rho))  # a wrong kind is a ConfigError now, not mid-compile
     binding = group = None
     if float(lc.keypoints):
         if landmark_rest is None:
