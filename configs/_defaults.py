@@ -132,7 +132,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.reconstruct.work_size = 256  # photometric fit resolution (long side, pixels)
     c.reconstruct.fov_y_deg = 30.0  # assumed lens of the photo
     c.reconstruct.body_steps = 300
-    c.reconstruct.photo_steps = 100
+    c.reconstruct.photo_steps = 125
     c.reconstruct.photo_lr = 0.025  # base learning rate of the photometric fit (per-group multiples)
     c.reconstruct.crop_size = 128  # face/hand crop cameras, pixels a side (0: no crops)
     c.reconstruct.crop_weight = 0.5  # weight of the crop views in the photometric loss
