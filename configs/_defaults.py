@@ -121,8 +121,45 @@ def defaults() -> ml_collections.ConfigDict:
     c.data.synthetic.framing = "upper_body"  # upper_body | face
     c.data.synthetic.subjects = 1  # avatar identities (colour/shape variants of a synthetic avatar)
 
+    # Video score distillation (Eq. 9, avatar_jax/train/vsd.py); used when loss.vsd > 0.
+    c.vsd = ml_collections.ConfigDict()
+    c.vsd.teacher = ""  # a tiny-teacher workdir (avatar-jax train --config configs/teacher_tiny.py)
+    c.vsd.tau_min = 0.02  # noise levels sampled uniformly in [tau_min, tau_max] (the teacher's schedule)
+    c.vsd.tau_max = 0.98
+    c.vsd.text_scale = 1.0  # classifier-free guidance of the teacher's eps-hat
+    c.vsd.audio_scale = 1.0
+    c.vsd.weighting = "sigma2"  # w(tau): uniform | sigma2 | snr
+    c.vsd.seed = 0
+
+    # The audio-driven video teacher trained on CPU (configs/teacher_tiny.py; avatar_jax/teacher/tiny.py).
+    # Labelled everywhere as a tiny synthetic-data teacher, not Wan2.1.
+    c.teacher = ml_collections.ConfigDict()
+    c.teacher.num_layers = 2
+    c.teacher.num_heads = 2
+    c.teacher.head_dim = 16
+    c.teacher.ffn_dim = 64
+    c.teacher.freq_dim = 32
+    c.teacher.text_dim = 8
+    c.teacher.text_len = 2
+    c.teacher.adapter_hidden = 32
+    c.teacher.n_mels = 8  # audio features: log-mel bands per video frame
+    c.teacher.vae_base_dim = 8
+    c.teacher.vae_z_dim = 4
+    c.teacher.vae_dim_mult = (1, 2, 2)  # spatial factor 4
+    c.teacher.vae_temporal = (True, False)  # temporal factor 2: clips of 1 + 2k frames
+    c.teacher.dtype = "float32"  # bfloat16: bf16 teacher (compute and weights)
+    c.teacher.remat = "none"  # none | full | dots (per DiT block)
+    c.teacher.seed = 0
+
     c.bench = ml_collections.ConfigDict()
     c.bench.quick = False  # smallest sizes only (a smoke run, e.g. in tests); numbers are not comparable
+    c.bench.scaling_batch = 64  # bench scaling: global batch of clips (fixed across slice sizes)
+    c.bench.scaling_frames = 17  # frames per clip (1 + 4k for the Wan VAE)
+    c.bench.scaling_size = 256  # frame side in pixels (the tiny teacher's cases use 32)
+    c.bench.scaling_remat = "full"  # teacher block rematerialisation: none | full | dots
+    c.bench.scaling_timeout = 1800.0  # seconds per compile subprocess
+    c.bench.scaling_teachers = ("1.3B", "14B", "tiny")  # tiny: simulated CPU meshes of 1, 2, 4, 8 devices
+    c.bench.scaling_topologies = ("v5e:2x2", "v5e:4x4", "v5e:8x8", "v5e:16x16", "v5p:2x2x1", "v5p:2x2x4", "v5p:4x4x4")
 
     # `make demo`: teacher rig -> train the audio-driven avatar on CPU -> render held-out speech.
     # Single-photo avatar (issue #4): sizes chosen so the default run fits in < 5 min on 2 CPU cores.

@@ -114,9 +114,11 @@ def predict(graphdef: nnx.GraphDef, params: nnx.State, consts: StepConstants, au
 predict_jit = jax.jit(predict, static_argnums=(0, 6, 7))
 
 
-def loss_terms(graphdef, params, consts: StepConstants, batch: Batch, rs: RenderSettings, loss_config
-               ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Total loss and every term (weighted ``image``... plus raw ``kpt_*``, ``twist_accel``, ``means_accel``)."""
+def loss_terms(graphdef, params, consts: StepConstants, batch: Batch, rs: RenderSettings, loss_config,
+               teacher_gradient=None) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Total loss and every term (weighted ``image``... plus raw ``kpt_*``, ``twist_accel``, ``means_accel``).
+
+    ``teacher_gradient``: the VSD hook on the renders ``(B,T,H,W,3)`` (:mod:`avatar_jax.train.vsd`)."""
     t = batch.num_frames
     out, rgb, _, overflow = jax.vmap(lambda a, k, v: predict(graphdef, params, consts, a, k, v, t, rs))(
         batch.audio, batch.K, batch.viewmat)
@@ -147,7 +149,7 @@ def loss_terms(graphdef, params, consts: StepConstants, batch: Batch, rs: Render
         temporal = losses.temporal_terms(out.particle_transforms.astype(jnp.float32), out.means.astype(jnp.float32))
         raw.update(temporal)
         terms["temporal"] = losses.temporal_loss(temporal, float(lc.temporal_means))
-    terms["vsd"] = losses.vsd_term(rgb)
+    terms["vsd"] = losses.vsd_term(rgb, teacher_gradient)
     total, weighted = losses.total_loss(terms, lc)
     return total, {**weighted, **raw, "overflow": jnp.any(overflow)}
 
@@ -157,16 +159,25 @@ def _all_finite(tree) -> jax.Array:
 
 
 def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, rs: RenderSettings,
-                    loss_config, *, state_shardings: TrainState, const_shardings, batch_shardings: Batch, mesh):
+                    loss_config, *, state_shardings: TrainState, const_shardings, batch_shardings: Batch, mesh,
+                    distill=None, teacher_shardings=None):
     """``step(state, consts, batch) -> (state, metrics)`` jitted with the given shardings; ``state`` is donated.
+
+    With ``distill`` (a :class:`avatar_jax.train.vsd.Distiller`) the step is ``step(state, consts, batch, teacher)``:
+    the frozen teacher's parameters come in with ``teacher_shardings`` and give the VSD term its gradient.
 
     ``metrics``: ``loss`` and every term, ``grad_norm``, ``overflow``, ``ok`` (this step was applied), ``bad_streak``,
     ``bad_total`` (all replicated scalars).
     """
 
-    def step(state: TrainState, consts: StepConstants, batch: Batch):
+    if float(loss_config.vsd) and distill is None:
+        raise ConfigError("loss.vsd > 0 needs a teacher (vsd.teacher); set loss.vsd=0 to train without VSD")
+
+    def step(state: TrainState, consts: StepConstants, batch: Batch, teacher=None):
         chex.assert_rank(batch.audio, 2)
-        grad_fn = jax.value_and_grad(lambda p: loss_terms(graphdef, p, consts, batch, rs, loss_config), has_aux=True)
+        hook = None if distill is None else distill.hook(teacher, batch.audio, state.step)
+        grad_fn = jax.value_and_grad(lambda p: loss_terms(graphdef, p, consts, batch, rs, loss_config, hook),
+                                     has_aux=True)
         (loss, terms), grads = grad_fn(state.params)
         ok = jnp.isfinite(loss) & _all_finite(grads) & ~terms["overflow"]
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -183,8 +194,10 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
         return new, metrics
 
     replicated = NamedSharding(mesh, PartitionSpec())
-    return jax.jit(step, in_shardings=(state_shardings, const_shardings, batch_shardings),
-                   out_shardings=(state_shardings, replicated), donate_argnums=0)
+    in_shardings = (state_shardings, const_shardings, batch_shardings)
+    if distill is not None:
+        in_shardings += (teacher_shardings,)
+    return jax.jit(step, in_shardings=in_shardings, out_shardings=(state_shardings, replicated), donate_argnums=0)
 
 
 def constant_shardings(mesh, consts: StepConstants):

@@ -1,0 +1,182 @@
+"""Video score distillation (Eq. 9): the hook's gradient on the frames is autodiff of the stop-gradient
+surrogate, and a teacher that predicts the true noise gives none."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from avatar_jax.config import load_config
+from avatar_jax.teacher import schedules, tiny
+from avatar_jax.teacher.teacher import Conditions
+from avatar_jax.train import losses, vsd
+
+B, T, SIZE = 2, 3, 16
+
+
+@pytest.fixture(scope="module")
+def setup():
+    config = load_config("tiny", [])
+    teacher, vae = tiny.build(config.teacher)
+    # a fresh adapter adds nothing (zero projections); give it weights so the audio reaches eps-hat
+    for proj in teacher.adapter.block_proj.values():
+        proj.kernel[...] = 0.1 * jax.random.normal(jax.random.key(7), proj.kernel.shape)
+    text = tiny.null_text(config.teacher)
+    frames = jax.random.uniform(jax.random.key(0), (B, T, SIZE, SIZE, 3))
+    audio = 0.1 * jax.random.normal(jax.random.key(1), (B, T * 640))
+    return teacher, vae, text, frames, audio
+
+
+def _surrogate(teacher, vae, frames, cond, key, settings):
+    """The Eq. 9 surrogate written out: ``sum(sg(w (eps_hat - eps)) * z(frames)) / z.size``."""
+    z = vae.normalize(vae.latent_mean(frames * 2.0 - 1.0))
+    k_tau, k_eps = jax.random.split(key)
+    tau = jax.random.uniform(k_tau, (B,), minval=settings.tau_min, maxval=settings.tau_max)
+    eps = jax.random.normal(k_eps, z.shape)
+    x = schedules.add_noise(teacher.schedule, jax.lax.stop_gradient(z), eps, tau)
+    eps_hat = teacher.epsilon(x, tau, cond, settings.text_scale, settings.audio_scale)
+    w = vsd.weight(teacher.schedule, tau, settings.weighting)[:, None, None, None, None]
+    return jnp.sum(jax.lax.stop_gradient(w * (eps_hat - eps)) * z) / z.size
+
+
+def test_vsd_gradient_is_autodiff_of_the_surrogate_and_moves_with_the_audio(setup):
+    teacher, vae, text, frames, audio = setup
+    settings = vsd.VSDSettings(text_scale=1.0, audio_scale=2.0)
+    distiller, params = vsd.split_teacher(teacher, vae, text, text, settings)
+
+    @jax.jit
+    def both(params, frames, audio):
+        hook = distiller.hook(params, audio, jnp.int32(5))
+        g_hook = jax.grad(lambda r: losses.vsd_term(r, hook))(frames)
+        t, v = nnx.merge(distiller.denoiser_def, params.denoiser), nnx.merge(distiller.vae_def, params.vae)
+        cond = Conditions(text=jnp.broadcast_to(text, (B, *text.shape[1:])), null_text=text,
+                          audio=vsd.teacher_audio(audio, T, settings.n_mels, settings.fps))
+        key = jax.random.fold_in(jax.random.key(settings.seed), 5)
+        g_auto = jax.grad(lambda r: _surrogate(t, v, r, cond, key, settings))(frames)
+        return g_hook, g_auto
+
+    g_hook, g_auto = both(params, frames, audio)
+    scale = float(jnp.abs(g_auto).max())
+    assert scale > 1e-6
+    np.testing.assert_allclose(np.asarray(g_hook), np.asarray(g_auto), atol=1e-5 * scale, rtol=0)
+    g_silent, _ = both(params, frames, jnp.zeros_like(audio))
+    assert float(jnp.abs(g_silent - g_hook).max()) > 1e-3 * scale  # the teacher hears the audio
+
+
+class _TrueNoiseTeacher(nnx.Module):
+    """Predicts exactly the noise that was added to the given clean latent ``z0``."""
+
+    def __init__(self, z0):
+        self.schedule = schedules.FlowMatching()
+        self.z0 = nnx.Variable(z0)
+
+    def epsilon(self, x, tau, cond, text_scale=1.0, audio_scale=1.0):
+        s = self.schedule
+        tau = tau[:, None, None, None, None]
+        return (x - s.alpha(tau) * self.z0[...]) / s.sigma(tau)
+
+
+def test_a_teacher_that_predicts_the_true_noise_gives_zero_gradient(setup):
+    _, vae, text, frames, _ = setup
+    z0 = vae.normalize(vae.latent_mean(frames * 2.0 - 1.0))
+    cond = Conditions(text=text, null_text=text)
+    settings = vsd.VSDSettings(weighting="uniform")
+    g = jax.jit(lambda f: vsd.frame_gradient(_TrueNoiseTeacher(z0), vae, f, cond, jax.random.key(3), settings))(frames)
+    # a wrong clean latent gives a clearly non-zero gradient through the same path
+    g_off = jax.jit(lambda f: vsd.frame_gradient(_TrueNoiseTeacher(z0 + 0.5), vae, f, cond, jax.random.key(3),
+                                                 settings))(frames)
+    off = float(jnp.abs(g_off).max())
+    assert off > 1e-5
+    assert float(jnp.abs(g).max()) < 1e-4 * off
+
+
+# ---------------------------------------------------------------- the distillation step, sharded
+
+STUDENT = ["model.num_particles=8", "model.d_model=16", "model.num_heads=2", "audio.embedded_dim=16",
+           "audio.embedded_width=16", "audio.embedded_depth=1", "train.batch_size=8", f"train.seq_len={T}",
+           "train.warmup_steps=1", "loss.keypoints=0", "loss.vsd=100.0"]
+
+
+def _distill_run(mesh_shape, devices, steps=2):
+    from avatar_jax.geometry import look_at
+    from avatar_jax.model.canonical import synthetic_avatar
+    from avatar_jax.train import data, sharding, step
+    from avatar_jax.train import state as state_lib
+    from avatar_jax.train.optimizer import make_optimizer
+
+    config = load_config("tiny", STUDENT)
+    avatar = synthetic_avatar(160, 8, seed=1)
+    camera = look_at(np.array([0.0, 0.3, -2.6]), np.array([0.0, 0.3, 0.0]), width=SIZE, height=SIZE, fov_y_deg=40)
+    consts = step.make_constants(config, avatar, None)
+    rs = step.RenderSettings(SIZE, SIZE, step.render_capacity(avatar, camera, 4.0), (0.9, 0.9, 0.9), "xla")
+    mesh = sharding.make_mesh(mesh_shape, devices)
+    optimizer = make_optimizer(config.train)
+    graphdef, state = state_lib.create_state(config, mesh, optimizer)
+    teacher, vae = tiny.build(config.teacher)
+    text = tiny.null_text(config.teacher)
+    distiller, tparams = vsd.split_teacher(teacher, vae, text, text, vsd.VSDSettings(audio_scale=2.0))
+    tsh = vsd.teacher_shardings(mesh, tparams)
+    tparams = jax.device_put(tparams, tsh)
+    const_sh = step.constant_shardings(mesh, consts)
+    rng = np.random.default_rng(0)
+    b = 8
+    batches = []
+    for _ in range(steps):
+        kp = {"face": (478, 2), "hands": (2, 21, 2), "body": (33, 2)}
+        fields = {k: np.zeros((b, T, *s), np.float32) for k, s in kp.items()}
+        fields.update({k + "_conf": np.zeros((b, T, *s[:-1]), np.float32) for k, s in kp.items()})
+        batches.append(data.Batch(
+            audio=(0.1 * rng.standard_normal((b, T * 640))).astype(np.float32),
+            frames=rng.integers(0, 256, (b, T, SIZE, SIZE, 3), dtype=np.uint8),
+            masks=np.full((b, T, SIZE, SIZE), 255, np.uint8), K=np.broadcast_to(np.asarray(camera.K), (b, 3, 3)),
+            viewmat=np.broadcast_to(np.asarray(camera.viewmat), (b, 4, 4)), **fields))
+    batch_sh = data.batch_shardings(mesh, batches[0])
+    fn = step.make_train_step(graphdef, optimizer, rs, config.loss, state_shardings=jax.tree.map(
+        lambda x: x.sharding, state), const_shardings=const_sh, batch_shardings=batch_sh, mesh=mesh,
+        distill=distiller, teacher_shardings=tsh)
+    consts = jax.device_put(consts, const_sh)
+    history = []
+    for batch in batches:
+        state, metrics = fn(state, consts, data.to_device(batch, batch_sh), tparams)
+        history.append({k: float(v) for k, v in jax.device_get(metrics).items()})
+    return state, history, tparams
+
+
+def test_distillation_step_on_8_devices_equals_one_device():
+    ref_state, ref_hist, _ = _distill_run({"data": 1, "fsdp": 1, "model": 1}, jax.devices()[:1])
+    state, hist, tparams = _distill_run({"data": 2, "fsdp": 2, "model": 2}, jax.devices()[:8])
+    for m in ref_hist:
+        assert m["ok"] == 1.0 and m["vsd"] != 0.0
+    np.testing.assert_allclose([m["loss"] for m in hist], [m["loss"] for m in ref_hist], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose([m["grad_norm"] for m in hist], [m["grad_norm"] for m in ref_hist], rtol=1e-5)
+    # step 2's loss already depends on step 1's parameters; Adam's m/sqrt(v) turns ~1e-9 reduction-order noise in
+    # near-zero gradient components into a fraction of an lr-sized update, so parameters are compared at that scale
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(ref_state.params), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=3e-4)
+    split = [x for x in jax.tree.leaves(tparams.denoiser) if not x.sharding.is_fully_replicated]
+    assert any({"fsdp", "model"} <= set(jax.tree.leaves(tuple(x.sharding.spec))) for x in split)
+
+
+def test_per_device_teacher_memory_falls_as_fsdp_x_model_grows():
+    """Compiled memory analysis of the teacher side of the step (a wider tiny DiT, so its parameters dominate):
+    argument bytes per device, less the frames and audio, fall with fsdp x model."""
+    from avatar_jax.train import sharding
+
+    config = load_config("tiny", ["teacher.num_heads=8", "teacher.head_dim=16", "teacher.ffn_dim=512",
+                                  "teacher.num_layers=4"])
+    abstract = nnx.eval_shape(lambda: tiny.build(config.teacher))
+    text = jax.ShapeDtypeStruct((1, 2, 8), jnp.float32)
+    distiller, params = vsd.split_teacher(*abstract, text, text, vsd.VSDSettings())
+    per_device = []
+    for shape in ({"data": 8, "fsdp": 1, "model": 1}, {"data": 4, "fsdp": 2, "model": 1},
+                  {"data": 2, "fsdp": 2, "model": 2}, {"data": 1, "fsdp": 4, "model": 2}):
+        mesh = sharding.make_mesh(shape, jax.devices()[:8])
+        compiled = vsd.lower_frame_gradient(distiller, params, vsd.teacher_shardings(mesh, params), mesh,
+                                            (8, T, SIZE, SIZE, 3), T * 640).compile()
+        io = 8 // (shape["data"] * shape["fsdp"]) * (T * SIZE * SIZE * 3 + T * 640) * 4 + 4  # frames, audio, step
+        per_device.append(compiled.memory_analysis().argument_size_in_bytes - io)
+    full = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params.denoiser))
+    assert per_device[0] >= full  # fsdp x model = 1: the whole teacher on every device
+    assert all(a > b for a, b in zip(per_device, per_device[1:], strict=False)), per_device
+    assert per_device[-1] < 0.3 * per_device[0], per_device
