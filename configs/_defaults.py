@@ -51,6 +51,22 @@ def defaults() -> ml_collections.ConfigDict:
     c.model.use_hand_offsets = True
     c.model.use_body_offsets = True
     c.model.use_gaussian_head = True
+    # Body-template LBS under the particle residuals (paper Fig. 2); its own switch, off = particles move all.
+    c.model.use_body_skinning = True
+    c.model.num_joints = 4  # joint rotations the motion head predicts (an avatar's template may use fewer)
+    c.model.max_joint_rotation = 0.6  # rad, per joint and frame (predicted per frame, not integrated)
+    c.model.joint_scale = 0.1  # output scale of the joint rotations (small first optimiser steps)
+    # Closed-loop particle dynamics (model/deformer.py): the twist sees the particle's state; pull to rest.
+    c.model.closed_loop = True
+    c.model.pull_max = 0.5  # largest share of the state pulled back to rest per frame
+    c.model.pull_init = 0.05  # initial pull per frame (learned per particle and driving token)
+    c.model.state_scale_rot = 0.1  # rad and m that make the state features O(1)
+    c.model.state_scale_trans = 0.01
+    c.model.tbptt_frames = 0  # >0: truncated backprop, the state's gradient cut every N frames
+    # Particles per region (model/particles.py) where a region labelling exists (the demo's rig); the sum
+    # is num_particles. Dense on lips (upper and lower apart), eyelids and hands, sparse elsewhere.
+    c.model.particle_counts = ml_collections.ConfigDict(dict(body=8, face=10, upper_lip=8, lower_lip=10, eyelids=8,
+                                                             hands=20))
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 8
@@ -182,7 +198,12 @@ def defaults() -> ml_collections.ConfigDict:
 
     c.demo = ml_collections.ConfigDict()
     c.demo.num_gaussians = 3000
-    c.demo.train_sentences = 6
+    c.demo.train_sentences = 12  # about 35 s of speech over three voices
+    c.demo.held_out_sentences = 30  # unseen sentences for the long held-out run (held-out voice)
+    c.demo.long_seconds = 60.0  # length of that run: drift, per-region and lip scores
+    c.demo.eval_chunk = 250  # frames per streamed chunk in evaluation
+    c.demo.start_from_teacher = True  # training windows start from the teacher's pose (particle state)
+    c.demo.region_balanced_loss = True  # each rig region weighs the same in the L1 loss
     c.demo.voices = ("en-us", "en+m3", "en-us+f3", "en-gb-scotland")  # last one is held out
     c.demo.train_steps = 300
     c.demo.window_frames = 25  # 1 s training windows

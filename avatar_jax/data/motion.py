@@ -8,8 +8,9 @@ Given phoneme timings (from TTS) and the 16 kHz audio, at ``fps`` (frame t cover
 - ``blink (T,)`` in [0, 1]: eyelid closure, blinks every 2-5 s (seeded), 150 ms each;
 - ``nod (T,)``, ``yaw (T,)`` radians: a nod after each primary-stressed vowel scaled by that vowel's
   loudness (prosody), plus a slow seeded sway;
-- ``beat (T, 2)`` radians: beat gestures of the subject's left/right arm on loud stressed vowels,
-  alternating hands.
+- ``beat (T, 2)`` radians: beat gestures on the louder half of the stressed vowels, with the subject's
+  right arm on open vowels and the left arm on the others (a rule the audio determines, so a model can
+  learn which hand beats, as it could from a diffusion teacher's gestures; no coin flip).
 
 Everything is a pure function of (phonemes, audio, seed), so sync can be measured exactly.
 """
@@ -75,19 +76,19 @@ def from_speech(phonemes: list[tuple[str, float, float]], audio: np.ndarray, num
         when += rng.uniform(2.0, 5.0)
 
     # loudness of every primary-stressed vowel, relative to the loudest one
-    stressed = [(s, e) for name, s, e in phonemes if visemes.stress(name) == 2 and visemes.is_vowel(name) and e > s]
+    stressed = [(name, s, e) for name, s, e in phonemes
+                if visemes.stress(name) == 2 and visemes.is_vowel(name) and e > s]
     level = np.array([np.sqrt(np.mean(audio[int(s * sample_rate):max(int(e * sample_rate), int(s * sample_rate) + 1)]
-                                      .astype(np.float64) ** 2)) for s, e in stressed])
+                                      .astype(np.float64) ** 2)) for _, s, e in stressed])
     level = level / level.max() if level.size and level.max() > 0 else level
     nod = np.zeros(num_frames)
     beat = np.zeros((num_frames, 2))
-    hand = int(rng.integers(2))
     median = float(np.median(level)) if level.size else 0.0
-    for (s, _), lv in zip(stressed, level, strict=True):
+    for (name, s, _), lv in zip(stressed, level, strict=True):
         nod += nod_rad * lv * _pulse(t, s + 0.06, 0.08)
         if lv >= median:  # beats on the louder half of the stressed syllables
+            hand = 1 if visemes.jaw_open(name) >= 0.7 else 0  # open vowel: right arm
             beat[:, hand] += beat_rad * lv * _pulse(t, s + 0.02, 0.12)
-            hand = 1 - hand
     phase = rng.uniform(0, 2 * np.pi, 2)
     nod += 0.015 * np.sin(2 * np.pi * 0.3 * t + phase[0])
     yaw = 0.04 * np.sin(2 * np.pi * 0.17 * t + phase[1])

@@ -22,11 +22,13 @@ import numpy as np
 
 from avatar_jax.data import schema
 from avatar_jax.data.motion import Controls
-from avatar_jax.geometry import se3
+from avatar_jax.geometry import quaternion, se3
 from avatar_jax.model.deformer import local_to_world
 from avatar_jax.model.skinning import apply_to_gaussians, blend
 
 ROOT, HEAD, JAW, LIDS, ARM_L, ARM_R = range(6)
+# avatar_jax.model.particles.REGIONS order
+REGION_BODY, REGION_FACE, REGION_UPPER_LIP, REGION_LOWER_LIP, REGION_EYELIDS, REGION_HANDS = range(6)
 NUM_BONES = 6
 INTERIOR_RGB = (0.30, 0.03, 0.06)
 LIP_RGB = (0.72, 0.30, 0.32)
@@ -58,6 +60,8 @@ class Rig:
     mouth_half_width: float
     lid_drop: float  # metres the lids travel to close
     jaw_max_rad: float
+    # (N,) index into avatar_jax.model.particles.REGIONS: what a face parser / template would label
+    region: np.ndarray | None = None
 
 
 def _sigmoid(x):
@@ -214,8 +218,53 @@ def build_rig(fig: Figure, *, seed: int = 0, jaw_max_rad: float = 0.4) -> Rig:
     kp["hands"] = tuple(np.stack([kp["hands"][0][i], kp["hands"][1][i]]) for i in range(3))
 
     figure = Figure(means, quats, scales, opac, colors, parts)
+    # Regions for particle placement: lids, the jaw side of the mouth (lower lip and chin), the head side
+    # of the lip sheet (upper lip), the rest of the face, hands, body.
+    n_own = fig.means.shape[0]
+    sheet_upper = np.zeros(means.shape[0], bool)
+    sheet_upper[n_own:n_own + added[0][0].shape[0]] = True  # first block added: the upper half of the sheet
+    region = np.select([parts == 2, weights[:, LIDS] > 0.5, weights[:, JAW] > 0.5, sheet_upper, parts == 1],
+                       [REGION_HANDS, REGION_EYELIDS, REGION_LOWER_LIP, REGION_UPPER_LIP, REGION_FACE],
+                       REGION_BODY).astype(np.int32)
     return Rig(figure, weights, pivots, kp, c.astype(np.float32), r.astype(np.float32),
-               np.array([mx, my, mz], np.float32), float(mw), float(2.0 * eye_r), jaw_max_rad)
+               np.array([mx, my, mz], np.float32), float(mw), float(2.0 * eye_r), jaw_max_rad, region)
+
+
+def template(rig: Rig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The rig's body as a 4-joint template (root, neck, left and right shoulder), as a body fit gives it:
+    jaw and lids fold into the head joint (the particles must move them). Returns ``pivots (4,3)``,
+    ``parents (4,)``, ``index (N,4)``, ``weight (N,4)``."""
+    w = rig.weights
+    tw = np.stack([w[:, ROOT], w[:, HEAD] + w[:, JAW] + w[:, LIDS], w[:, ARM_L], w[:, ARM_R]], 1).astype(np.float32)
+    index = np.broadcast_to(np.arange(4, dtype=np.int32), tw.shape).copy()
+    pivots = rig.pivots[[ROOT, HEAD, ARM_L, ARM_R]].astype(np.float32)
+    return pivots, np.array([-1, 0, 0, 0], np.int32), index, tw
+
+
+def particle_state(rig: Rig, transforms: jax.Array, gaussian: np.ndarray, particle_rest: np.ndarray,
+                   body_template: bool) -> jax.Array:
+    """The teacher's pose as particle-local transforms ``(T, M, 4, 4)``, for training windows that start
+    from it. Particle ``m`` sits on Gaussian ``gaussian[m]`` (at ``particle_rest[m]``) and takes that
+    Gaussian's blended bone motion: the posed particle point exactly, the rotation made orthonormal. With
+    ``body_template`` the template's LBS motion (applied after the particles) is divided out first."""
+    p = jnp.asarray(particle_rest)  # (M, 3)
+    blend = jnp.einsum("mb,tbij->tmij", jnp.asarray(rig.weights[gaussian]), transforms)  # (T, M, 4, 4)
+    x = (blend[..., :3, :3] @ p[:, :, None])[..., 0] + blend[..., :3, 3]  # posed particle point
+    rot = _nearest_rotation(blend[..., :3, :3])
+    if body_template:
+        _, _, _, tw = template(rig)
+        bones = jnp.stack([transforms[:, ROOT], transforms[:, HEAD], transforms[:, ARM_L], transforms[:, ARM_R]], 1)
+        body = jnp.einsum("mj,tjab->tmab", jnp.asarray(tw[gaussian]), bones)
+        x = jnp.linalg.solve(body[..., :3, :3], (x - body[..., :3, 3])[..., None])[..., 0]
+        rot = jnp.swapaxes(_nearest_rotation(body[..., :3, :3]), -1, -2) @ rot
+    # world motion (rot, x - rot p) seen from the particle's pivot: G^-1 W G with G = translate(p)
+    return se3.from_rotation_translation(rot, x - p)
+
+
+def _nearest_rotation(m: jax.Array) -> jax.Array:
+    """Rotation nearest a blended ``(..., 3, 3)`` (through the quaternion, as the skinning does)."""
+    q = quaternion.from_matrix(m)
+    return quaternion.to_matrix(q / jnp.linalg.norm(q, axis=-1, keepdims=True))
 
 
 def _rot_x(a):

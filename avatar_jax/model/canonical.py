@@ -36,6 +36,13 @@ class CanonicalAvatar:
     # Static: Gaussians per part when they are stored sorted by part (body, face, hands), which lets
     # per-part networks run on their own slice only; None when unsorted (then masks are used).
     part_counts: tuple[int, int, int] | None = dataclasses.field(default=None, metadata=dict(static=True))
+    # Optional body template (paper Fig. 2, template LBS under the particles): J joints rotating about
+    # their rest pivots, each child after its parent; every Gaussian skinned to Kj joints. Absent: one
+    # root joint at the centroid carries every Gaussian (see :meth:`template`).
+    joint_pivots: jax.Array | None = None  # (J, 3)
+    joint_parents: jax.Array | None = None  # (J,) int32, -1 for the root, parents[j] < j
+    joint_index: jax.Array | None = None  # (N, Kj) int32
+    joint_weight: jax.Array | None = None  # (N, Kj), rows sum to 1
 
     @property
     def num_gaussians(self) -> int:
@@ -44,6 +51,14 @@ class CanonicalAvatar:
     @property
     def num_particles(self) -> int:
         return self.particle_rest.shape[0]
+
+    def template(self) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+        """``(pivots (J,3), parents (J,), index (N,Kj), weight (N,Kj))``; a single root joint when absent."""
+        if self.joint_pivots is not None:
+            return self.joint_pivots, self.joint_parents, self.joint_index, self.joint_weight
+        n = self.num_gaussians
+        return (jnp.mean(self.means, axis=0, keepdims=True), jnp.full((1,), -1, jnp.int32),
+                jnp.zeros((n, 1), jnp.int32), jnp.ones((n, 1), jnp.float32))
 
     def check(self) -> None:
         """Assert consistent shapes (chex); call at public boundaries."""
@@ -58,6 +73,12 @@ class CanonicalAvatar:
         chex.assert_shape(self.particle_part, (self.particle_rest.shape[0],))
         if self.part_counts is not None and sum(self.part_counts) != n:
             raise ValueError(f"part_counts {self.part_counts} do not add up to N={n}")
+        if self.joint_pivots is not None:
+            j = self.joint_pivots.shape[0]
+            chex.assert_shape(self.joint_pivots, (j, 3))
+            chex.assert_shape(self.joint_parents, (j,))
+            chex.assert_equal_shape([self.joint_index, self.joint_weight])
+            chex.assert_axis_dimension(self.joint_index, 0, n)
         if self.colors.shape[0] != n or self.colors.shape[-1] != 3:
             raise ValueError(f"colors must be (N,3) or (N,C,3) with N={n}, got {self.colors.shape}")
 
@@ -69,8 +90,10 @@ class CanonicalAvatar:
         if sum(counts) != len(part):
             raise ValueError(f"part labels must be in {{0,1,2}}, got {sorted(set(part.tolist()))}")
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        for name in ("means", "log_scales", "quats", "opacity_logits", "colors", "part", "bind_index", "bind_weight"):
-            fields[name] = jnp.asarray(fields[name])[order]
+        for name in ("means", "log_scales", "quats", "opacity_logits", "colors", "part", "bind_index", "bind_weight",
+                     "joint_index", "joint_weight"):
+            if fields[name] is not None:
+                fields[name] = jnp.asarray(fields[name])[order]
         fields["part_counts"] = counts
         return CanonicalAvatar(**fields)
 
@@ -148,9 +171,48 @@ def synthetic_avatar(num_gaussians: int, num_particles: int, *, k: int = 4, seed
         colors = coeffs
     else:
         colors = rgb
+    pivots, parents, j_index, j_weight = upper_body_template(means, part)
     return CanonicalAvatar(
         means=jnp.asarray(means), log_scales=jnp.asarray(log_scales), quats=jnp.asarray(quats),
         opacity_logits=jnp.full((len(means),), 2.0, jnp.float32), colors=jnp.asarray(colors),
         part=jnp.asarray(part), bind_index=jnp.asarray(index), bind_weight=jnp.asarray(weight),
         particle_rest=jnp.asarray(prest), particle_part=jnp.asarray(ppart),
+        joint_pivots=jnp.asarray(pivots), joint_parents=jnp.asarray(parents), joint_index=jnp.asarray(j_index),
+        joint_weight=jnp.asarray(j_weight),
     ).sorted_by_part()
+
+
+def upper_body_template(means: np.ndarray, part: np.ndarray, softness: float = 0.03
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A 4-joint talking template (root, neck, left and right shoulder) fitted to a part-labelled figure.
+
+    ``means (N,3)``, ``part (N,)`` (subject facing -z, y up) -> ``pivots (4,3)``, ``parents (4,)``,
+    ``index (N,4)``, ``weight (N,4)``: face Gaussians follow the neck, hands their shoulder, the body
+    blends from the root into the neck and shoulders with a sigmoid of ``softness`` metres.
+    """
+    means, part = np.asarray(means, np.float64), np.asarray(part)
+    face, hands = means[part == PART_FACE], means[part == PART_HANDS]
+    centre_x = float(np.median(means[:, 0]))
+    neck_y = float(np.percentile(face[:, 1], 2)) if len(face) else float(means[:, 1].max())
+    neck = np.array([centre_x, neck_y, float(np.median(face[:, 2])) if len(face) else 0.0])
+    shoulder_y = neck_y - 0.08
+    sides = []
+    for side in (-1.0, 1.0):
+        h = hands[(hands[:, 0] - centre_x) * side > 0] if len(hands) else np.zeros((0, 3))
+        x = float(np.median(h[:, 0])) if len(h) else centre_x + side * 0.2
+        sides.append(np.array([centre_x + 0.6 * (x - centre_x), shoulder_y, neck[2]]))
+    pivots = np.stack([np.array([centre_x, float(means[:, 1].min()), neck[2]]), neck, sides[0], sides[1]])
+
+    def sig(x):
+        return 1.0 / (1.0 + np.exp(-np.clip(x / softness, -50, 50)))
+
+    w = np.zeros((len(means), 4))
+    head = np.where(part == PART_FACE, 1.0, np.where(part == PART_HANDS, 0.0, sig(means[:, 1] - neck_y)))
+    left = means[:, 0] < centre_x
+    arm = np.where(part == PART_HANDS, 1.0,
+                   (1 - head) * sig(np.abs(means[:, 0] - centre_x) - 0.6 * np.abs(sides[1][0] - centre_x)))
+    w[:, 1], w[:, 2], w[:, 3] = head, arm * left, arm * ~left
+    w[:, 0] = np.clip(1.0 - w[:, 1:].sum(1), 0.0, 1.0)
+    w /= w.sum(1, keepdims=True)
+    index = np.broadcast_to(np.arange(4, dtype=np.int32), (len(means), 4)).copy()
+    return (pivots.astype(np.float32), np.array([-1, 0, 0, 0], np.int32), index, w.astype(np.float32))

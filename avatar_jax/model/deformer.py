@@ -8,12 +8,23 @@ result to a twist ``dxi_{m,t}`` which is integrated with ``T_{m,t} = exp(dxi_{m,
 Twists act in each particle's local frame (pivot at its rest position), so a small rotation of a
 finger particle turns the finger about itself rather than swinging it around the world origin.
 The last layer of ``MLP_xi`` starts at zero: a fresh model outputs identity motion (rest pose).
+
+Closed loop: open-loop integration never sees where a particle is, so small per-frame biases add
+up to a drift. Here the twist at frame t also sees the particle's current state, the log of its
+local transform ``s_{m,t-1} = log T_{m,t-1}`` (zero at rest), inside the ``lax.scan``:
+
+    dxi_{m,t} = bound(MLP_xi(H_t[m] + Proj_s(s_{m,t-1}))) - rho_{m,t} * s_{m,t-1}
+
+``rho_{m,t} = rho_max * sigmoid(b_m + w . H_t[m])`` is a learned pull towards rest (per particle,
+modulated by the driving token, so silence can pull harder than speech). ``tbptt > 0`` stops the
+gradient through the state every ``tbptt`` frames (truncated backprop through time).
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from avatar_jax.geometry import se3
@@ -25,7 +36,8 @@ NUM_PARTS = 3
 class ParticleDeformer(nnx.Module):
     def __init__(self, d: int, num_heads: int, num_particles: int, rngs: nnx.Rngs, *, num_bands: int = 6,
                  max_twist: float = 0.5, twist_scale: float = 0.01, use_implicit_motion_tokens: bool = True,
-                 dtype=jnp.float32,
+                 closed_loop: bool = True, pull_max: float = 0.5, pull_init: float = 0.05,
+                 state_scale: tuple[float, float] = (0.1, 0.01), tbptt: int = 0, dtype=jnp.float32,
                  param_dtype=jnp.float32):
         self.num_particles = num_particles
         self.num_bands = num_bands
@@ -48,6 +60,16 @@ class ParticleDeformer(nnx.Module):
                                   scale_init=nnx.with_partitioning(nnx.initializers.ones_init(), ("embed",)),
                                   bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), ("embed",)))
         self.mlp_xi = MLP(d, 2 * d, 6, rngs, zero_init_out=True, dtype=dtype, param_dtype=param_dtype)
+        self.closed_loop = closed_loop
+        self.tbptt = int(tbptt)
+        self.pull_max = pull_max
+        # Typical poses are ~0.1 rad and ~1 cm: dividing by these makes the state features O(1).
+        self.state_scale = (float(state_scale[0]),) * 3 + (float(state_scale[1]),) * 3  # static, not a leaf
+        if closed_loop:
+            self.state_proj = linear(6, d, (None, "embed"), rngs, dtype=dtype, param_dtype=param_dtype)
+            logit = float(np.log(pull_init / (pull_max - pull_init)))
+            self.pull_bias = nnx.Param(jnp.full((num_particles,), logit, param_dtype), out_sharding=("particles",))
+            self.pull_gate = linear(d, 1, ("embed", None), rngs, zero_init=True, dtype=dtype, param_dtype=param_dtype)
 
     def particle_queries(self, particle_rest: jax.Array, particle_part: jax.Array) -> jax.Array:
         """``(M, d)`` audio-independent part of each particle's query."""
@@ -57,9 +79,9 @@ class ParticleDeformer(nnx.Module):
                                  jax.nn.one_hot(particle_part, NUM_PARTS)], axis=-1)
         return self.rest_proj(feats)
 
-    def twists(self, driving: jax.Array, tokens: jax.Array, particle_rest: jax.Array, particle_part: jax.Array
-               ) -> jax.Array:
-        """Eq. 1-3 up to the twist: ``driving (T,d)``, ``tokens (L,d)`` = [Q || Q0] -> ``(T, M, 6)`` float32."""
+    def context(self, driving: jax.Array, tokens: jax.Array, particle_rest: jax.Array, particle_part: jax.Array
+                ) -> jax.Array:
+        """Eq. 1-2: ``driving (T,d)``, ``tokens (L,d)`` = [Q || Q0] -> normalised ``H^mot (T, M, d)``."""
         if particle_rest.shape[0] != self.num_particles:
             raise ValueError(f"the deformer was built for {self.num_particles} particles, "
                              f"the avatar has {particle_rest.shape[0]}")
@@ -69,15 +91,48 @@ class ParticleDeformer(nnx.Module):
         v = self.attn.split_heads(self.attn.v(tokens))
         q = self.attn.split_heads(self.attn.q(queries))
         hidden = queries + self.attn.attend(q, k[None], v[None])
-        raw = self.twist_scale * self.mlp_xi(self.norm(hidden)).astype(jnp.float32)
+        return self.norm(hidden)
+
+    def step_twist(self, h: jax.Array, state: jax.Array | None) -> jax.Array:
+        """One frame: ``h (M,d)`` context and ``state (M,6)`` = log of the current local transform -> ``(M,6)``."""
+        if state is not None:
+            h = h + self.state_proj((state / jnp.asarray(self.state_scale)).astype(h.dtype))
+        raw = self.twist_scale * self.mlp_xi(h).astype(jnp.float32)
         # Bounded per-frame twist: at most max_twist rad (and metres) per frame, smooth near 0.
-        return self.max_twist * jnp.tanh(raw / self.max_twist)
+        xi = self.max_twist * jnp.tanh(raw / self.max_twist)
+        if state is None:
+            return xi
+        pull = self.pull_max * jax.nn.sigmoid(self.pull_bias[...] + self.pull_gate(h)[..., 0].astype(jnp.float32))
+        return xi - pull[:, None] * state
+
+    def twists(self, driving: jax.Array, tokens: jax.Array, particle_rest: jax.Array, particle_part: jax.Array
+               ) -> jax.Array:
+        """Open-loop twists (state taken as rest): ``(T, M, 6)`` float32."""
+        return self.step_twist(self.context(driving, tokens, particle_rest, particle_part), None)
 
     def __call__(self, driving: jax.Array, tokens: jax.Array, particle_rest: jax.Array, particle_part: jax.Array,
-                 init_transforms: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Returns particle transforms ``(T, M, 4, 4)`` (local frames, T_{-1} = init) and twists ``(T, M, 6)``."""
-        xi = self.twists(driving, tokens, particle_rest, particle_part)
-        return se3.integrate(xi, init_transforms.astype(jnp.float32)), xi
+                 init_transforms: jax.Array, frame_offset: jax.Array | int = 0) -> tuple[jax.Array, jax.Array]:
+        """Returns particle transforms ``(T, M, 4, 4)`` (local frames, T_{-1} = init) and twists ``(T, M, 6)``.
+
+        ``frame_offset`` is the absolute index of the first frame (only the truncation points use it, so
+        that chunked streaming cuts the gradient where one pass would)."""
+        h = self.context(driving, tokens, particle_rest, particle_part)  # audio part, outside the scan
+        init = init_transforms.astype(jnp.float32)
+        if not self.closed_loop:
+            xi = self.step_twist(h, None)
+            return se3.integrate(xi, init), xi
+        frames = jnp.asarray(frame_offset, jnp.int32) + jnp.arange(h.shape[0], dtype=jnp.int32)
+
+        def step(prev, inputs):
+            h_t, t = inputs
+            if self.tbptt > 0:  # truncated backprop: the state enters as a constant every tbptt frames
+                prev = jnp.where(t % self.tbptt == 0, jax.lax.stop_gradient(prev), prev)
+            xi = self.step_twist(h_t, se3.log(prev))
+            current = se3.compose(se3.exp(xi), prev)
+            return current, (current, xi)
+
+        _, (transforms, xi) = jax.lax.scan(step, init, (h, frames))
+        return transforms, xi
 
 
 def local_to_world(transforms: jax.Array, pivots: jax.Array) -> jax.Array:

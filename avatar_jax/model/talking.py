@@ -22,6 +22,9 @@ class TalkingAvatar(nnx.Module):
 
     def __call__(self, avatar: CanonicalAvatar, audio: jax.Array, num_frames: int | None = None,
                  carry: Carry | None = None) -> tuple[FrameGaussians, Carry]:
-        """``audio (S,)`` at 16 kHz -> per-frame Gaussians ``(T, N, ...)`` and the carry after the last frame."""
-        driving = self.driving(audio, num_frames)
+        """``audio (S,)`` at 16 kHz -> per-frame Gaussians ``(T, N, ...)`` and the carry after the last frame.
+
+        The fusion's position encoding starts at ``carry.frame`` (the absolute index of the first frame)."""
+        offset = 0 if carry is None else carry.frame
+        driving = self.driving(audio, num_frames, frame_offset=offset)
         return self.motion(avatar, driving, carry)

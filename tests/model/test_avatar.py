@@ -13,7 +13,7 @@ from avatar_jax.model.canonical import PART_FACE, PART_HANDS, synthetic_avatar
 from avatar_jax.train import sharding
 
 ABLATIONS = ["particle_deformer", "implicit_motion_tokens", "weight_decoder", "face_offsets", "hand_offsets",
-             "body_offsets", "gaussian_head"]
+             "body_offsets", "gaussian_head", "body_skinning"]
 
 
 def model_config(**overrides):
@@ -162,6 +162,8 @@ def test_each_ablation_removes_a_real_path(avatar, key, switch):
         assert model.head is None and recolored.max() == 0
     if switch == "weight_decoder":
         assert model.weight_decoder is None
+    if switch == "body_skinning":
+        assert model.body_motion is None
     assert moved.max() > 0  # the avatar still moves through the remaining paths
 
 

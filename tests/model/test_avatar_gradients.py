@@ -14,7 +14,7 @@ from avatar_jax.model.canonical import synthetic_avatar
 from avatar_jax.render import render
 
 SWITCHES = [None, "particle_deformer", "implicit_motion_tokens", "weight_decoder", "face_offsets",
-            "hand_offsets", "body_offsets", "gaussian_head"]
+            "hand_offsets", "body_offsets", "gaussian_head", "body_skinning"]
 
 
 def groups(state):

@@ -1,0 +1,74 @@
+"""Motion scores of an audio-driven avatar against its teacher (issue 12's measurements).
+
+All functions take posed Gaussian centres ``(T, N, 3)`` in metres (model and teacher in the same
+Gaussian order) and return plain floats, so the demo, ``eval`` and tests print the same numbers:
+
+- :func:`region_errors`: per region, the mean Gaussian distance to the teacher for the model, for an
+  audio-blind constant pose (e.g. the median training pose) and for the rest pose, and the share of
+  the teacher's motion each explains (``1 - err / err_rest``);
+- :func:`lip_gap`: the vertical opening between upper- and lower-lip Gaussians, relative to rest;
+- :func:`lip_scores`: amplitude ratio (95th percentiles), correlation, and the mouth-closed share in
+  silent frames (gap below 20 % of the teacher's 95th percentile);
+- :func:`silent_frames`: frames whose audio RMS is below a share of the clip's loud frames;
+- :func:`drift`: mean displacement from rest over the first and last ``window`` frames, and the peak.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(np.asarray(a, np.float64) - np.asarray(b, np.float64), axis=-1)
+
+
+def region_errors(pred: np.ndarray, target: np.ndarray, constant: np.ndarray, rest: np.ndarray,
+                  region: np.ndarray, names: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """``pred, target (T,N,3)``, ``constant, rest (N,3)``, ``names``: region name -> region ids ->
+    ``{name: {model_mm, constant_mm, rest_mm, explained, constant_explained}}``."""
+    out = {}
+    for name, ids in names.items():
+        sel = np.isin(region, ids)
+        if not sel.any():
+            continue
+        e_model = float(_dist(pred[:, sel], target[:, sel]).mean())
+        e_const = float(_dist(constant[None, sel], target[:, sel]).mean())
+        e_rest = float(_dist(rest[None, sel], target[:, sel]).mean())
+        out[name] = dict(model_mm=1e3 * e_model, constant_mm=1e3 * e_const, rest_mm=1e3 * e_rest,
+                         explained=1.0 - e_model / e_rest if e_rest > 0 else 0.0,
+                         constant_explained=1.0 - e_const / e_rest if e_rest > 0 else 0.0)
+    return out
+
+
+def lip_gap(means: np.ndarray, rest: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> np.ndarray:
+    """Opening ``(T,)`` in metres: (upper-lip mean height - lower-lip mean height) minus the rest gap."""
+    gap = means[:, upper, 1].mean(1) - means[:, lower, 1].mean(1)
+    return gap - (rest[upper, 1].mean() - rest[lower, 1].mean())
+
+
+def silent_frames(audio: np.ndarray, num_frames: int, samples_per_frame: int, share: float = 0.05) -> np.ndarray:
+    """``(T,)`` bool: frame RMS below ``share`` of the clip's 95th-percentile frame RMS."""
+    a = np.zeros(num_frames * samples_per_frame, np.float64)
+    a[:min(a.size, audio.size)] = audio[:a.size]
+    rms = np.sqrt((a.reshape(num_frames, samples_per_frame) ** 2).mean(1))
+    return rms < share * np.percentile(rms, 95)
+
+
+def lip_scores(gap_model: np.ndarray, gap_teacher: np.ndarray, silent: np.ndarray) -> dict[str, float]:
+    """Amplitude ratio, correlation and mouth-closed share in silence of the lip gap ``(T,)``."""
+    p95 = float(np.percentile(gap_teacher, 95))
+    closed = gap_model < 0.2 * p95
+    corr = float(np.corrcoef(gap_model, gap_teacher)[0, 1]) if gap_model.std() > 1e-12 else 0.0
+    return dict(amplitude_ratio=float(np.percentile(gap_model, 95)) / p95 if p95 > 0 else 0.0,
+                correlation=corr, teacher_p95_mm=1e3 * p95,
+                closed_in_silence=float(closed[silent].mean()) if silent.any() else float("nan"),
+                teacher_closed_in_silence=float((gap_teacher < 0.2 * p95)[silent].mean()) if silent.any()
+                else float("nan"), silent_frames=int(silent.sum()))
+
+
+def drift(means: np.ndarray, rest: np.ndarray, window: int) -> dict[str, float]:
+    """Mean displacement from rest (mm) over the first and last ``window`` frames, their ratio, the peak."""
+    disp = _dist(means, rest[None])  # (T, N)
+    first, last = float(disp[:window].mean()), float(disp[-window:].mean())
+    return dict(first_mm=1e3 * first, last_mm=1e3 * last, ratio=last / first if first > 0 else float("inf"),
+                max_mm=1e3 * float(disp.max()))

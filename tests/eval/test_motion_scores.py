@@ -1,0 +1,53 @@
+"""Motion scores (avatar_jax.eval.motion) on hand-made trajectories with known answers."""
+
+import numpy as np
+
+from avatar_jax.eval import motion as scores
+
+
+def test_lip_gap_scores_amplitude_correlation_and_silence():
+    t = np.arange(100)
+    opening = np.clip(np.sin(2 * np.pi * t / 20), 0, None) * 0.01  # teacher opens up to 1 cm
+    opening[:30] = 0.0  # silence: closed
+    rest = np.zeros((4, 3))
+    rest[:2, 1], rest[2:, 1] = 0.01, 0.0  # upper lips 1 cm above lower lips
+    teacher = np.broadcast_to(rest, (100, 4, 3)).copy()
+    teacher[:, 2:, 1] -= opening[:, None]
+    model = np.broadcast_to(rest, (100, 4, 3)).copy()
+    model[:, 2:, 1] -= 0.5 * opening[:, None] + 0.002  # half the amplitude, 2 mm open throughout
+    upper, lower = np.array([0, 1]), np.array([2, 3])
+    g_t, g_m = scores.lip_gap(teacher, rest, upper, lower), scores.lip_gap(model, rest, upper, lower)
+    np.testing.assert_allclose(g_t, opening, atol=1e-12)
+    silent = np.zeros(100, bool)
+    silent[:30] = True
+    s = scores.lip_scores(g_m, g_t, silent)
+    p95 = np.percentile(opening, 95)
+    np.testing.assert_allclose(s["amplitude_ratio"], (0.5 * p95 + 0.002) / p95, rtol=1e-9)
+    assert s["correlation"] > 0.999
+    # 2 mm open in silence is above 20 % of the teacher's 95th percentile (2 mm) only if p95 < 1 cm
+    assert s["closed_in_silence"] == float(0.002 < 0.2 * p95)
+    assert s["teacher_closed_in_silence"] == 1.0 and s["silent_frames"] == 30
+
+
+def test_silent_frames_from_audio_rms():
+    audio = np.zeros(10 * 640, np.float32)
+    audio[3 * 640:7 * 640] = 0.3 * np.sin(np.arange(4 * 640) * 0.3)
+    np.testing.assert_array_equal(scores.silent_frames(audio, 10, 640), [1, 1, 1, 0, 0, 0, 0, 1, 1, 1])
+
+
+def test_drift_and_region_errors():
+    rest = np.zeros((2, 3))
+    means = np.zeros((50, 2, 3))
+    means[:, 0, 0] = np.linspace(0.001, 0.005, 50)  # Gaussian 0 drifts away along x
+    d = scores.drift(means, rest, 10)
+    np.testing.assert_allclose(d["first_mm"], 1e3 * means[:10, 0, 0].mean() / 2)
+    np.testing.assert_allclose(d["ratio"], means[-10:, 0, 0].mean() / means[:10, 0, 0].mean())
+    np.testing.assert_allclose(d["max_mm"], 5.0)
+    target = means.copy()
+    pred = means + np.array([0.0, 0.0, 0.001])  # 1 mm off everywhere
+    constant = np.median(target, axis=0)
+    r = scores.region_errors(pred, target, constant, rest, np.array([0, 1]), {"a": [0], "b": [1]})
+    np.testing.assert_allclose(r["a"]["model_mm"], 1.0)
+    np.testing.assert_allclose(r["a"]["rest_mm"], 1e3 * means[:, 0, 0].mean())
+    np.testing.assert_allclose(r["a"]["explained"], 1 - 1.0 / r["a"]["rest_mm"])
+    assert r["b"]["rest_mm"] == 0 and r["b"]["explained"] == 0.0
