@@ -15,7 +15,6 @@ Only public functions of the training package are used (Checkpointer, abstract_s
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import jax
@@ -110,28 +109,12 @@ class TrainedRun:
 def load_run(workdir: str, *, name: str = "", data_root: str | None = None, clip: EvalClip | None = None
              ) -> TrainedRun:
     """Restore ``workdir``'s latest checkpoint on one device with the avatar and render settings it trained with."""
-    from avatar_jax.train import avatar as avatar_lib
-    from avatar_jax.train import data, sharding, step
-    from avatar_jax.train import state as state_lib
-    from avatar_jax.train.checkpoint import CONFIG_FILE, Checkpointer
+    from avatar_jax.train import data, step
     from avatar_jax.train.loop import background_colour
-    from avatar_jax.train.optimizer import make_optimizer
+    from avatar_jax.train.restore import restore_run
 
-    cfg_path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.isdir(workdir) or not os.path.exists(cfg_path):
-        raise InputError(f"{workdir!r} is not a training workdir (no {CONFIG_FILE})")
-    with open(cfg_path) as f:
-        config = ml_collections.ConfigDict(json.load(f))
-    ckpt = Checkpointer(workdir, config, async_save=False)
-    latest = ckpt.latest_step()
-    if latest is None:
-        raise InputError(f"workdir {workdir!r} has no complete checkpoint yet; train first")
-    mesh = sharding.make_mesh(dict(data=1, fsdp=1, model=1), jax.devices()[:1])
-    graphdef, abstract = state_lib.abstract_state(config, mesh, make_optimizer(config.train))
-    state, _ = ckpt.restore(latest, abstract)
-    root = data_root or config.data.root
-    source = data.make_source(config, root, "train")
-    trained = avatar_lib.load_training_avatar(config, root, source.subjects)
+    run = restore_run(workdir, data_root=data_root)
+    config, source, trained = run.config, run.source, run.trained
     consts = step.make_constants(config, trained.avatar, trained.landmarks)
     first = data.from_numpy({k: v[None] for k, v in source[0].items()})
     camera = Camera(jnp.asarray(first.viewmat[0]), jnp.asarray(first.K[0]), source.width, source.height)
@@ -144,6 +127,6 @@ def load_run(workdir: str, *, name: str = "", data_root: str | None = None, clip
         part = landmarks_lib.template_landmark_parts()[FACE]
         face_binding = landmarks_lib.build_landmark_binding(np.asarray(trained.avatar.means),
                                                             np.asarray(trained.avatar.part), rest, part)
-    return TrainedRun(name or os.path.basename(os.path.normpath(workdir)), workdir, int(latest), config, graphdef,
-                      jax.device_get(state.params), consts, rs, face_binding, trained.avatar)
+    return TrainedRun(name or os.path.basename(os.path.normpath(workdir)), workdir, run.step, config, run.graphdef,
+                      run.params, consts, rs, face_binding, trained.avatar)
 

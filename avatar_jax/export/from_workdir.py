@@ -9,14 +9,11 @@ training code; loading a bundle never does.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 
-import jax
 import numpy as np
 
-from avatar_jax.errors import InputError
 from avatar_jax.export.bundle import DEFAULT_RESOLUTIONS, export_bundle
 from avatar_jax.export.layout import PLATFORMS
 
@@ -35,35 +32,14 @@ def export_workdir(workdir: str, out: str, *, data_root: str | None = None,
                    resolutions=DEFAULT_RESOLUTIONS, platforms=PLATFORMS, capacity_factor: float = 4.0,
                    progress=None) -> tuple[str, int]:
     """Export the latest checkpoint of ``workdir`` to the bundle ``out``; returns ``(out, step)``."""
-    from avatar_jax.train.checkpoint import CONFIG_FILE, Checkpointer
+    from avatar_jax.train.restore import restore_run
 
-    cfg_path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.isdir(workdir) or not os.path.exists(cfg_path):
-        raise InputError(f"{workdir!r} is not a training workdir (no {CONFIG_FILE})")
-    import ml_collections
-
-    from avatar_jax.train import avatar as avatar_lib
-    from avatar_jax.train import data, sharding
-    from avatar_jax.train import state as state_lib
-    from avatar_jax.train.optimizer import make_optimizer
-
-    with open(cfg_path) as f:
-        config = ml_collections.ConfigDict(json.load(f))
-    ckpt = Checkpointer(workdir, config, async_save=False)
-    step = ckpt.latest_step()
-    if step is None:
-        raise InputError(f"workdir {workdir!r} has no complete checkpoint yet; train first")
-    mesh = sharding.make_mesh(dict(data=1, fsdp=1, model=1), jax.devices()[:1])
-    graphdef, abstract = state_lib.abstract_state(config, mesh, make_optimizer(config.train))
-    state, _ = ckpt.restore(step, abstract)
-    root = data_root or config.data.root
-    source = data.make_source(config, root, "train")
-    trained = avatar_lib.load_training_avatar(config, root, source.subjects)
+    run = restore_run(workdir, data_root=data_root)
+    config, step, source, trained = run.config, run.step, run.source, run.trained
     first = source[0]
     centre = np.asarray(trained.avatar.means).mean(0)
     camera = camera_from_view(first["viewmat"], first["K"], int(source.height), centre)
-    params = jax.device_get(state.params)
-    export_bundle(out, config=config, graphdef=graphdef, params=params, avatar=trained.avatar,
+    export_bundle(out, config=config, graphdef=run.graphdef, params=run.params, avatar=trained.avatar,
                   resolutions=resolutions, platforms=platforms, camera=camera, capacity_factor=capacity_factor,
                   source=f"{os.path.abspath(workdir)} step {step}", progress=progress)
     return out, step
