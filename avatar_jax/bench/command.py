@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, str] = {
     "loader": "avatar_jax.bench.loader",
     "train": "avatar_jax.bench.train",
     "inference": "avatar_jax.bench.inference",
+    "scaling": "avatar_jax.bench.scaling",
 }
 
 
