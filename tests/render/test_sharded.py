@@ -15,6 +15,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from avatar_jax.errors import InputError
 from avatar_jax.geometry import orbit
 from avatar_jax.render import render
+from avatar_jax.render.renderer import intersection_count
 from avatar_jax.render.scenes import random_scene
 from avatar_jax.render.sharded import batch_axes, batch_shards, render_sharded
 from avatar_jax.train.sharding import make_mesh
@@ -41,12 +42,14 @@ def _loss(out):
     return jnp.sum(w * out.rgb) + 0.3 * jnp.sum(out.alpha ** 2) + 0.01 * jnp.sum(out.depth)
 
 
-def _assert_same_images(out, ref, atol):
+def _assert_same_images(out, ref, atol, counts=None):
     for name in ("rgb", "alpha", "depth"):
         np.testing.assert_allclose(np.asarray(getattr(out, name)), np.asarray(getattr(ref, name)), atol=atol,
                                    err_msg=name)
-    # Per-camera counts come back in camera order, and nothing overflowed.
-    np.testing.assert_array_equal(np.asarray(out.n_intersections), np.asarray(ref.n_intersections))
+    # Per-camera counts come back in camera order, and nothing overflowed. Counts depend on the backend
+    # (the XLA path bins at 8 px), so a cross-backend comparison passes the expected counts.
+    expected = ref.n_intersections if counts is None else counts
+    np.testing.assert_array_equal(np.asarray(out.n_intersections), np.asarray(expected))
     assert not np.asarray(out.overflow).any()
 
 
@@ -99,7 +102,9 @@ def test_eager_per_frame_gaussians_pallas_interpret_equal_single_device(mesh, pr
     ref = render(**frames, camera=cams4, background=BG, backend="xla")
     out = render_sharded(mesh, **frames, camera=cams4, background=BG, backend="pallas", pallas_platform="tpu",
                          interpret=True)
-    _assert_same_images(out, ref, atol=1e-5)
+    counts = [intersection_count(*(frames[k][i] for k in ("means", "quats", "scales")), cams4[i],
+                                 opacities=frames["opacities"][i], backend="pallas") for i in range(4)]
+    _assert_same_images(out, ref, atol=1e-5, counts=counts)
     # The frames really differ, so a device that rendered the wrong frame's Gaussians would show.
     shared = render(**scene, camera=cams4, background=BG, backend="xla")
     assert float(jnp.abs(shared.rgb - ref.rgb).reshape(4, -1).max(axis=1).min()) > 0.02
