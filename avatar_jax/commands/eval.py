@@ -83,5 +83,5 @@ def run(args, config) -> int:
     paths = report_lib.write_report(out, report, clips, methods, title=f"Evaluation on {args.split}")
     console.print(report_lib.markdown(report, title=f"Evaluation on {args.split}"))
     console.print(f"wrote {paths['json']}, {paths['markdown']} and {len(methods) + 1} frame sheets "
-                  f"in {time.perf_counter() - tic:.0f} s")
+                  f"in {time.perf_counter() - tic:.0f} s", soft_wrap=True)
     return 0

@@ -46,5 +46,6 @@ def run(args, config) -> int:
                                    platforms=platforms, capacity_factor=args.capacity_factor,
                                    progress=lambda msg: status.update(msg))
     console.print(f"wrote bundle {out} (step {step}; {', '.join(platforms)}; "
-                  f"{', '.join(f'{w}x{h}' for w, h in resolutions)}) in {time.perf_counter() - tic:.0f} s")
+                  f"{', '.join(f'{w}x{h}' for w, h in resolutions)}) in {time.perf_counter() - tic:.0f} s",
+                  soft_wrap=True)  # never break the path
     return 0

@@ -38,7 +38,7 @@ def run(args, config) -> int:
     console.print(f"[4/4] wrote {args.out}/avatar.ply, avatar.npz, overlay.png, turntable.png, report.json; "
                   f"PSNR {report['psnr_in_mask_db']:.2f} dB, keypoint error "
                   f"{100 * report['keypoint_error_fraction_of_height']:.2f}% of height, "
-                  f"total {report['total_s']:.1f}s")
+                  f"total {report['total_s']:.1f}s", soft_wrap=True)
     for w in report["warnings"]:
         console.print(f"[yellow]warning: {w}[/yellow]")
     return EXIT_POOR_QUALITY if args.strict and report["warnings"] else 0

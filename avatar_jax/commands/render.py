@@ -76,7 +76,7 @@ def run(args, config) -> int:
                          progress=not args.no_progress)
     console.print(f"wrote {args.out}: {stats.frames} frames in {stats.total_s:.1f} s = {stats.frames_per_second:.1f} "
                   f"frames/s (encoder {stats.encode_s:.1f} s, model {stats.model_s:.1f} s, "
-                  f"render {stats.render_s:.1f} s, first-call compiles included)")
+                  f"render {stats.render_s:.1f} s, first-call compiles included)", soft_wrap=True)
     if args.ply_sequence:
-        console.print(f"wrote {stats.frames} .ply files to {args.ply_sequence}")
+        console.print(f"wrote {stats.frames} .ply files to {args.ply_sequence}", soft_wrap=True)
     return 0
