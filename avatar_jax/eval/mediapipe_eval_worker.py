@@ -1,7 +1,7 @@
 """MediaPipe Hands or Face Mesh over a frame sequence for the metrics; run as a subprocess.
 
 MediaPipe lives in its own interpreter (protobuf < 5, see :mod:`avatar_jax.data.mediapipe_video_worker`),
-so this file imports only numpy and mediapipe: ``python mediapipe_eval_worker.py MODE FRAMES.npy OUT.npz``
+so this file imports only numpy and mediapipe: ``python mediapipe_eval_worker.py FRAMES.npy OUT.npz MODE``
 with ``FRAMES.npy (T,H,W,3) uint8`` and MODE
 
 - ``hands``: ``hands (T,2,21,2)`` pixels, ``score (T,2)`` MediaPipe's hand (handedness) confidence, 0 when
@@ -54,7 +54,7 @@ def face(frames: np.ndarray) -> dict:
     return {"face": points, "found": found}
 
 
-def main(mode: str, src: str, dst: str) -> int:
+def main(src: str, dst: str, mode: str) -> int:
     modes = {"hands": hands, "face": face}
     if mode not in modes:
         print(f"unknown mode {mode!r}; use one of {sorted(modes)}", file=sys.stderr)

@@ -10,12 +10,10 @@ The interpreter is found like everywhere else in the project
 from __future__ import annotations
 
 import os
-import subprocess
-import tempfile
 
 import numpy as np
 
-from avatar_jax.errors import AvatarJaxError, InputError
+from avatar_jax.errors import InputError
 
 
 def check_frames(frames: np.ndarray) -> np.ndarray:
@@ -32,19 +30,7 @@ def check_frames(frames: np.ndarray) -> np.ndarray:
 
 def run(mode: str, frames: np.ndarray, interpreter: str = "", timeout: float = 3600.0) -> dict[str, np.ndarray]:
     """``mode`` in {"hands", "face"} over ``frames (T,H,W,3)`` -> the worker's arrays (see its docstring)."""
-    from avatar_jax.personalize.detect import find_interpreter
+    from avatar_jax.personalize.detect import run_worker_script
 
-    frames = check_frames(frames)
-    python = find_interpreter(interpreter)
-    with tempfile.TemporaryDirectory() as tmp:
-        src, dst = os.path.join(tmp, "frames.npy"), os.path.join(tmp, "out.npz")
-        np.save(src, np.ascontiguousarray(frames))
-        worker = os.path.join(os.path.dirname(__file__), "mediapipe_eval_worker.py")
-        env = dict(os.environ, GLOG_minloglevel="2", TF_CPP_MIN_LOG_LEVEL="2")
-        env.pop("PYTHONPATH", None)
-        proc = subprocess.run([python, worker, mode, src, dst], capture_output=True, text=True, timeout=timeout,
-                              env=env)
-        if proc.returncode != 0:
-            raise AvatarJaxError(f"MediaPipe ({mode}) failed: {proc.stderr.strip().splitlines()[-1:]}")
-        with np.load(dst) as z:
-            return {k: z[k] for k in z.files}
+    worker = os.path.join(os.path.dirname(__file__), "mediapipe_eval_worker.py")
+    return run_worker_script(worker, check_frames(frames), [mode], interpreter, timeout, what=f"MediaPipe ({mode})")

