@@ -27,6 +27,9 @@ def defaults() -> ml_collections.ConfigDict:
     c.audio.embedded_depth = 2
 
     c.model = ml_collections.ConfigDict()
+    # audio_driven (the paper's model) | pose_driven (baseline: audio -> template joint rotations -> LBS only)
+    c.model.kind = "audio_driven"
+    c.model.pose_window = 8  # pose_driven: causal window of driving tokens per predicted pose
     c.model.num_particles = 64
     c.model.d_model = 64
     c.model.num_heads = 4
@@ -92,6 +95,8 @@ def defaults() -> ml_collections.ConfigDict:
     c.train.image_every = 50  # rendered frame grid to TensorBoard every N steps (0: never)
     c.train.eval_clips = 2  # held-out (test split) clips scored before and after training (0: none)
     c.train.eval_frames = 0  # frames scored from the start of each held-out clip (0: the whole clip)
+    c.train.start_from_teacher = True  # windows of synthetic clips start from the teacher's particle state
+    c.train.burn_in_frames = 0  # leading frames of each window run without loss (a start pose settles first)
 
     # Training losses (paper 3.3, avatar_jax/train/losses.py): term weights, then each term's settings.
     c.loss = ml_collections.ConfigDict()
@@ -196,19 +201,40 @@ def defaults() -> ml_collections.ConfigDict:
     c.reconstruct.turntable_size = 160
     c.reconstruct.mediapipe_python = ""  # interpreter with mediapipe (default: .venv-mediapipe, see detect.py)
 
+    # `avatar-jax motion-study` (issue 12's 3D measurement, avatar_jax/eval/motion_study.py): the model learns
+    # the rig teacher's posed Gaussian centres (no renderer), scored per region on long held-out speech.
+    c.motion_study = ml_collections.ConfigDict()
+    c.motion_study.num_gaussians = 3000
+    c.motion_study.train_sentences = 12  # about 35 s of speech over three voices
+    c.motion_study.held_out_sentences = 30  # unseen sentences for the long held-out run (held-out voice)
+    c.motion_study.long_seconds = 60.0  # length of that run: drift, per-region and lip scores
+    c.motion_study.eval_chunk = 250  # frames per streamed chunk in evaluation
+    c.motion_study.start_from_teacher = True  # training windows start from the teacher's pose (particle state)
+    c.motion_study.region_balanced_loss = True  # each rig region weighs the same in the L1 loss
+    c.motion_study.voices = ("en-us", "en+m3", "en-us+f3", "en-gb-scotland")  # last one is held out
+    c.motion_study.train_steps = 300
+    c.motion_study.window_frames = 25  # 1 s training windows
+    c.motion_study.learning_rate = 1e-3
+    c.motion_study.size = 128  # rendered frame side (pixels)
+    c.motion_study.framing = "face"  # face | upper_body
+    c.motion_study.out = "out/motion_study"
+
+    # `make demo` (avatar_jax/demo.py): photo -> reconstruct -> synthetic talking clips of that avatar ->
+    # image-supervised training -> export -> held-out render. Sizes chosen so it fits 15 min on 2 CPU cores.
     c.demo = ml_collections.ConfigDict()
-    c.demo.num_gaussians = 3000
-    c.demo.train_sentences = 12  # about 35 s of speech over three voices
-    c.demo.held_out_sentences = 30  # unseen sentences for the long held-out run (held-out voice)
-    c.demo.long_seconds = 60.0  # length of that run: drift, per-region and lip scores
-    c.demo.eval_chunk = 250  # frames per streamed chunk in evaluation
-    c.demo.start_from_teacher = True  # training windows start from the teacher's pose (particle state)
-    c.demo.region_balanced_loss = True  # each rig region weighs the same in the L1 loss
-    c.demo.voices = ("en-us", "en+m3", "en-us+f3", "en-gb-scotland")  # last one is held out
-    c.demo.train_steps = 300
-    c.demo.window_frames = 25  # 1 s training windows
-    c.demo.learning_rate = 1e-3
-    c.demo.size = 128  # rendered frame side (pixels)
-    c.demo.framing = "face"  # face | upper_body
     c.demo.out = "out/demo"
+    c.demo.image = ""  # photo of a person; "": skimage.data.astronaut() (public domain)
+    c.demo.num_gaussians = 4000  # reconstruction Gaussians (the rig adds lips, mouth, eyes)
+    c.demo.body_steps = 200  # reconstruct: body fit steps
+    c.demo.photo_steps = 60  # reconstruct: photometric fit steps
+    c.demo.work_size = 192  # reconstruct: photometric fit resolution (long side)
+    c.demo.crop_size = 96  # reconstruct: face/hand crop cameras (0: none)
+    c.demo.size = 64  # training frame side (pixels)
+    c.demo.framing = "upper_body"  # face | upper_body
+    c.demo.voices = ("en-us", "en+m3")  # training voices
+    c.demo.sentences = 4  # training sentences per voice
+    c.demo.held_out_voice = "en-us+f3"  # never heard in training
+    c.demo.train_steps = 60  # overrides train.steps (0: keep train.steps)
+    c.demo.video_size = 128  # side of each panel of demo.mp4 and of the held-out scoring renders
+    c.demo.novel_azimuth = 35.0  # degrees around the avatar of the novel view
     return c

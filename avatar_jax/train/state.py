@@ -37,6 +37,10 @@ def _model(config) -> TalkingAvatar:
     if config.audio.encoder != "embedded":
         raise ConfigError(f"train: audio.encoder={config.audio.encoder!r} is not trainable here yet; "
                           "use audio.encoder=embedded")
+    from avatar_jax.model import pose_driven
+
+    if pose_driven.model_kind(config.model) == "pose_driven":  # the audio -> pose -> LBS baseline
+        return pose_driven.PoseDrivenTalkingAvatar(config, nnx.Rngs(config.seed))
     return TalkingAvatar(config, nnx.Rngs(config.seed))
 
 

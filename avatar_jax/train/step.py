@@ -56,7 +56,13 @@ class RenderSettings:
 
 
 def make_constants(config, avatar: CanonicalAvatar, landmark_rest: np.ndarray | None) -> StepConstants:
-    """Landmark binding from rest points in template order (553,3), ARAP neighbours, both once in numpy."""
+    """Landmark binding from rest points in template order (553,3), ARAP neighbours, both once in numpy.
+
+    ``model.kind=pose_driven``: the avatar gets the baseline's 5-joint talking template (jaw included)."""
+    from avatar_jax.model import pose_driven
+
+    if pose_driven.model_kind(config.model) == "pose_driven":
+        avatar = pose_driven.with_talking_template(avatar, landmark_rest)
     lc = config.loss
     losses.robust_rho(jnp.zeros(()), 1.0, str(lc.kpt_rho))  # a wrong kind is a ConfigError now, not mid-compile
     binding = group = None
@@ -101,27 +107,53 @@ def render_sequence(frames: FrameGaussians, camera: Camera, rs: RenderSettings
 
 
 def predict(graphdef: nnx.GraphDef, params: nnx.State, consts: StepConstants, audio: jax.Array, K: jax.Array,
-            viewmat: jax.Array, num_frames: int, rs: RenderSettings
-            ) -> tuple[FrameGaussians, jax.Array, jax.Array, jax.Array]:
-    """One sequence: ``audio (A,)`` -> Gaussians ``(T,N,...)``, ``rgb (T,H,W,3)``, ``alpha (T,H,W)``, overflow."""
+            viewmat: jax.Array, num_frames: int, rs: RenderSettings, init: jax.Array | None = None,
+            start: jax.Array | int = 0, burn_in: int = 0) -> tuple[FrameGaussians, jax.Array, jax.Array, jax.Array]:
+    """One sequence: ``audio (A,)`` -> Gaussians ``(T',N,...)``, ``rgb (T',H,W,3)``, ``alpha (T',H,W)``, overflow.
+
+    The particles start from ``init (M,4,4)`` (the teacher's state, local frames; None: rest) and the
+    position encoding from frame ``start`` of the clip. ``burn_in`` > 0 runs the first ``burn_in`` frames
+    without output and without gradient into the carry (a window of unknown start pose settles first);
+    then ``T' = num_frames - burn_in``."""
     model = nnx.merge(graphdef, params)
-    out, _ = model(consts.avatar, audio, num_frames)
+    carry = model.motion.init_carry(consts.avatar, transforms=init, frame=start)
+    if burn_in:
+        if not 0 < burn_in < num_frames:
+            raise ConfigError(f"train.burn_in_frames must be in [0, seq_len), got {burn_in} for {num_frames} frames")
+        cut = int(round(burn_in * audio.shape[0] / num_frames))
+        _, carry = model(consts.avatar, audio[:cut], burn_in, carry)
+        carry = jax.lax.stop_gradient(carry)
+        audio, num_frames = audio[cut:], num_frames - burn_in
+    out, _ = model(consts.avatar, audio, num_frames, carry)
     rgb, alpha, overflow = render_sequence(out, Camera(viewmat, K, rs.width, rs.height), rs)
     return out, rgb, alpha, overflow
 
 
 # Jitted once per (graphdef, frame count, settings): evaluation and previews call it per clip.
-predict_jit = jax.jit(predict, static_argnums=(0, 6, 7))
+predict_jit = jax.jit(predict, static_argnums=(0, 6, 7), static_argnames=("burn_in",))
 
 
 def loss_terms(graphdef, params, consts: StepConstants, batch: Batch, rs: RenderSettings, loss_config,
-               teacher_gradient=None) -> tuple[jax.Array, dict[str, jax.Array]]:
+               teacher_gradient=None, burn_in: int = 0) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Total loss and every term (weighted ``image``... plus raw ``kpt_*``, ``twist_accel``, ``means_accel``).
 
-    ``teacher_gradient``: the VSD hook on the renders ``(B,T,H,W,3)`` (:mod:`avatar_jax.train.vsd`)."""
+    Each window starts from ``batch.init`` (teacher state; rest when None) at frame ``batch.start``; the
+    first ``burn_in`` frames are run but not scored. ``teacher_gradient``: the VSD hook on the renders
+    ``(B,T,H,W,3)`` (:mod:`avatar_jax.train.vsd`)."""
     t = batch.num_frames
-    out, rgb, _, overflow = jax.vmap(lambda a, k, v: predict(graphdef, params, consts, a, k, v, t, rs))(
-        batch.audio, batch.K, batch.viewmat)
+    b = batch.audio.shape[0]
+    start = batch.start if batch.start is not None else jnp.zeros((b,), jnp.int32)
+
+    def one(a, k, v, init, s):
+        return predict(graphdef, params, consts, a, k, v, t, rs, init, s, burn_in)
+
+    if batch.init is None:
+        out, rgb, _, overflow = jax.vmap(lambda a, k, v, s: one(a, k, v, None, s))(
+            batch.audio, batch.K, batch.viewmat, start)
+    else:
+        out, rgb, _, overflow = jax.vmap(one)(batch.audio, batch.K, batch.viewmat, batch.init, start)
+    if burn_in:  # the scored frames
+        batch = dataclasses.replace(batch, **{f: getattr(batch, f)[:, burn_in:] for f in _FRAME_FIELDS})
     frames = batch.frames.astype(jnp.float32) / 255.0
     masks = batch.masks.astype(jnp.float32) / 255.0
     lc = loss_config
@@ -154,17 +186,21 @@ def loss_terms(graphdef, params, consts: StepConstants, batch: Batch, rs: Render
     return total, {**weighted, **raw, "overflow": jnp.any(overflow)}
 
 
+_FRAME_FIELDS = ("frames", "masks", "face", "face_conf", "hands", "hands_conf", "body", "body_conf")
+
+
 def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
 def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, rs: RenderSettings,
                     loss_config, *, state_shardings: TrainState, const_shardings, batch_shardings: Batch, mesh,
-                    distill=None, teacher_shardings=None):
+                    distill=None, teacher_shardings=None, burn_in: int = 0):
     """``step(state, consts, batch) -> (state, metrics)`` jitted with the given shardings; ``state`` is donated.
 
     With ``distill`` (a :class:`avatar_jax.train.vsd.Distiller`) the step is ``step(state, consts, batch, teacher)``:
     the frozen teacher's parameters come in with ``teacher_shardings`` and give the VSD term its gradient.
+    ``burn_in``: leading frames of each window run without loss (``train.burn_in_frames``).
 
     ``metrics``: ``loss`` and every term, ``grad_norm``, ``overflow``, ``ok`` (this step was applied), ``bad_streak``,
     ``bad_total`` (all replicated scalars).
@@ -176,7 +212,8 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
     def step(state: TrainState, consts: StepConstants, batch: Batch, teacher=None):
         chex.assert_rank(batch.audio, 2)
         hook = None if distill is None else distill.hook(teacher, batch.audio, state.step)
-        grad_fn = jax.value_and_grad(lambda p: loss_terms(graphdef, p, consts, batch, rs, loss_config, hook),
+        grad_fn = jax.value_and_grad(lambda p: loss_terms(graphdef, p, consts, batch, rs, loss_config, hook,
+                                                                burn_in),
                                      has_aux=True)
         (loss, terms), grads = grad_fn(state.params)
         ok = jnp.isfinite(loss) & _all_finite(grads) & ~terms["overflow"]
