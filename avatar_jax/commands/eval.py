@@ -1,7 +1,13 @@
 """``avatar-jax eval --workdir DIR [--split held_out]``: render the held-out clips with a trained run (and any
 runs to compare with) and write a Table-2-style report: ``report.json``, ``report.md``, ``frames_*.png``.
 
-Thin layer over :mod:`avatar_jax.eval.run` (workdir -> renders) and :mod:`avatar_jax.eval.report` (scores).
+``avatar-jax eval --ablations --workdir DIR [--config ...]``: train every Table-3 row of the given config
+(full model, each ``model.use_*`` off, loss ablations, the pose-driven baseline) with its budget in
+``DIR/runs/<row>``, evaluate each and write ``DIR/ablations.json`` and ``DIR/ablations.md``; rerunning the
+same command continues with the unfinished rows.
+
+Thin layer over :mod:`avatar_jax.eval.run` (workdir -> renders), :mod:`avatar_jax.eval.report` (scores) and
+:mod:`avatar_jax.eval.ablations` (the runner).
 """
 
 from __future__ import annotations
@@ -15,7 +21,11 @@ from avatar_jax.errors import InputError
 
 
 def add_arguments(parser):
-    parser.add_argument("--workdir", required=True, help="training workdir of the audio-driven model")
+    parser.add_argument("--workdir", required=True, help="training workdir of the audio-driven model "
+                                                         "(with --ablations: the folder the ablation runs go in)")
+    parser.add_argument("--ablations", action="store_true",
+                        help="train and evaluate every Table-3 row of --config with its budget (resumable)")
+    parser.add_argument("--no-baseline", action="store_true", help="--ablations without the pose-driven baseline")
     parser.add_argument("--split", default="held_out", help="held_out (the index's test split), train or all")
     parser.add_argument("--data", default=None, help="dataset root (default: the run's data.root)")
     parser.add_argument("--out", default=None, help="report folder (default: WORKDIR/eval)")
@@ -46,11 +56,12 @@ def run(args, config) -> int:
     from avatar_jax.eval import report as report_lib
     from avatar_jax.eval import run as run_lib
 
-    del config  # each run's own config.json decides
     console = Console()
     compare = parse_compare(args.compare)
     if args.clips < 0 or args.frames < 0:
         raise InputError("--clips and --frames must be >= 0")
+    if args.ablations and compare:
+        raise InputError("--ablations trains its own rows; --compare is for evaluating existing runs")
     opts = report_lib.Options(csim=not args.no_csim, mediapipe=args.mediapipe)
     if args.syncnet:
         from avatar_jax.eval.syncnet import load_syncnet
@@ -65,6 +76,19 @@ def run(args, config) -> int:
 
         opts.fvd_features = i3d_feature_fn(args.i3d)
     tic = time.perf_counter()
+    if args.ablations:  # the given config is the base every row starts from
+        from avatar_jax.eval import ablations
+
+        out = args.out or args.workdir
+        rows = ablations.ablation_rows(config, baseline=not args.no_baseline)
+        ablations.run_ablations(config, out, data_root=args.data, split=args.split, clips=args.clips,
+                                frames=args.frames, opts=opts, rows=rows,
+                                log=lambda m: console.print(m, soft_wrap=True))
+        console.print(open(os.path.join(out, ablations.TABLE_FILE)).read())
+        console.print(f"wrote {os.path.join(out, ablations.STATE_FILE)} and {os.path.join(out, ablations.TABLE_FILE)} "
+                      f"in {time.perf_counter() - tic:.0f} s", soft_wrap=True)
+        return 0
+    del config  # each run's own config.json decides
     main = run_lib.load_run(args.workdir, name=args.name, data_root=args.data)
     root = args.data or main.config.data.root
     clips = run_lib.load_clips(root, args.split, args.clips, args.frames)
