@@ -74,20 +74,21 @@ def _flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def fingerprint(config) -> dict[str, Any]:
-    """The compatibility-deciding entries of ``config`` as ``{dotted.key: value}`` (JSON values)."""
+def fingerprint(config, keys: tuple[str, ...] = FINGERPRINT_KEYS) -> dict[str, Any]:
+    """The compatibility-deciding entries of ``config`` as ``{dotted.key: value}`` (JSON values); ``keys``:
+    another job's list (the tiny teacher's, :data:`avatar_jax.teacher.tiny_training.FINGERPRINT_KEYS`)."""
     flat = _flatten(_plain(config))
     keep = {}
     for path, value in flat.items():
-        if any(path == k or path.startswith(k + ".") for k in FINGERPRINT_KEYS) and path not in COMPATIBLE_KEYS:
+        if any(path == k or path.startswith(k + ".") for k in keys) and path not in COMPATIBLE_KEYS:
             keep[path] = value
     return keep
 
 
-def incompatibilities(stored, current) -> list[str]:
+def incompatibilities(stored, current, keys: tuple[str, ...] = FINGERPRINT_KEYS) -> list[str]:
     """``"key: old -> new"`` for each fingerprint entry that differs. A key present on one side only
     (a config key added or removed by a code update) is not a difference: it held its default."""
-    a, b = fingerprint(stored), fingerprint(current)
+    a, b = fingerprint(stored, keys), fingerprint(current, keys)
     return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in sorted(a.keys() & b.keys()) if a[k] != b[k]]
 
 
@@ -116,9 +117,11 @@ class Checkpointer:
     job constructs it and calls ``save``/``restore`` at the same steps (orbax synchronises them).
     """
 
-    def __init__(self, workdir: str, config, *, async_save: bool = True):
+    def __init__(self, workdir: str, config, *, async_save: bool = True,
+                 fingerprint_keys: tuple[str, ...] = FINGERPRINT_KEYS):
         self.workdir = epath.Path(workdir)
         self.config = config
+        self.fingerprint_keys = tuple(fingerprint_keys)
         self._pending: int | None = None  # step of the last save started (for error messages)
         if self.workdir.exists() and not self.workdir.is_dir():
             raise InputError(f"workdir {str(self.workdir)!r} exists and is not a directory")
@@ -163,7 +166,7 @@ class Checkpointer:
             stored = json.loads(cfg_path.read_text())
         except (OSError, ValueError) as e:
             raise InputError(f"workdir {str(self.workdir)!r}: unreadable {CONFIG_FILE} ({_one_line(e)})") from e
-        diffs = incompatibilities(stored, self.config)
+        diffs = incompatibilities(stored, self.config, self.fingerprint_keys)
         if diffs:
             raise ConfigError(f"workdir {str(self.workdir)!r} holds checkpoints of an incompatible config "
                               f"({'; '.join(diffs)}); use a new workdir or the original config")
