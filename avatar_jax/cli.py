@@ -34,7 +34,10 @@ COMMANDS: dict[str, Command] = {
     "prepare": Command("turn talking videos (or synthetic clips) into training records", "avatar_jax.data.prepare"),
     "bench": Command("benchmarks: renderer, encoders, model, loader", "avatar_jax.bench.command", ""),
     "eval": Command("evaluate a trained run on held-out clips (Table-2-style report)", "avatar_jax.commands.eval"),
-    "demo": Command("the main job on the embedded default config", "avatar_jax.demo", ""),
+    "demo": Command("the whole product: one photo -> talking avatar video (reconstruct, prepare, train, export, "
+                    "render)", "avatar_jax.commands.demo", ""),
+    "motion-study": Command("the audio-driven model's 3D motion against the rig teacher (no renderer)",
+                            "avatar_jax.eval.motion_study", ""),
 }
 MULTI_HOST = ("train",)  # commands that join a multi-host job (jax.distributed) from flags or environment
 

@@ -1,279 +1,447 @@
-"""``avatar-jax demo``: the main job on the embedded default config, end to end on CPU, offline.
+"""The demo as a library: one photo -> a full-body Gaussian avatar that talks from audio it never heard.
 
-1. Speech: corpus sentences spoken by eSpeak in several voices (16 kHz audio + phoneme timings).
-2. Teacher motion: the synthetic rig animates a person-shaped Gaussian avatar from the phoneme
-   timings (visemes for the jaw and lips, blinks, nods, beat gestures) - the offline stand-in for the
-   paper's video-diffusion teacher, whose audio-motion relation is known exactly.
-3. Training: the audio-driven avatar (embedded audio encoder -> gated fusion -> particle deformer ->
-   identity-adaptive skinning -> Gaussian head) learns, from the audio alone, to move the Gaussians
-   as the teacher does (L1 on posed Gaussian centres, Adam).
-4. Evaluation on a held-out sentence and voice: how much of the teacher's motion the model
-   reproduces (error relative to standing still), and the correlation of mouth opening over time.
-5. Output: ``talking.mp4`` (model | teacher side by side, with the held-out audio), ``frames.png``
-   (a strip of frames) and ``metrics.json`` in ``config.demo.out``.
+    photo ─► reconstruct ─► prepare (TTS + rig: talking clips of that avatar) ─► train (through the
+    renderer) ─► score (held-out PSNR, mouth correlation; trained vs untrained) ─► export ─► render
+
+Every stage is a call into the library of that stage (no CLI subprocesses); MediaPipe runs in its own
+venv as :mod:`avatar_jax.personalize.detect` always does. The output folder (``DemoPaths``) holds each
+stage's outputs and ``demo.json``: the run's fingerprint (config + photo) and the stages finished, with
+their seconds. A rerun with the same ``out`` reuses finished stages; an ``out`` that holds anything
+else (another config or photo, or a folder that is not a demo) is refused unless ``overwrite``.
+
+The held-out clip is a sentence the training clips never say, spoken by a voice they never use; it is
+rendered by the same rig at ``demo.video_size``, scored against the trained and the untrained model,
+and shown in ``demo.mp4``: photo | teacher | model (front) | model (novel view), with its audio.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
+import shutil
 import time
+from collections.abc import Callable
 
-import imageio.v3 as iio
-import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
-from flax import nnx
-from rich.console import Console
-from rich.progress import Progress
 
-from avatar_jax.audio.tts import synthesize_detailed
-from avatar_jax.data import corpus, motion, rig, synthetic
-from avatar_jax.eval import motion as scores
-from avatar_jax.export.video import write_video
-from avatar_jax.model import particles
-from avatar_jax.model.avatar import forward
-from avatar_jax.model.canonical import CanonicalAvatar
-from avatar_jax.model.talking import TalkingAvatar
-from avatar_jax.render import render
+from avatar_jax.errors import InputError
 
-SAMPLE_RATE = 16000
+STAGES = ("reconstruct", "prepare", "train", "score", "export", "render")
+MANIFEST = "demo.json"
+PANELS = ("photo", "teacher (held out)", "model, front", "model, novel view")
 
 
-def add_arguments(parser):
-    parser.add_argument("--out", default=None, help="output folder (default: config.demo.out)")
+@dataclasses.dataclass(frozen=True)
+class DemoPaths:
+    """Where everything goes, under one folder."""
+
+    out: str
+
+    def __getattr__(self, name: str) -> str:
+        files = dict(manifest=MANIFEST, photo="photo.png", avatar="avatar", data="data", held_out="held_out",
+                     run="run", bundle="bundle", video="demo.mp4", strip="frames.png", metrics="metrics.json")
+        if name not in files:
+            raise AttributeError(name)
+        return os.path.join(self.out, files[name])
 
 
-def canonical_from_rig(r: rig.Rig, counts: dict[str, int], bind_k: int) -> tuple[CanonicalAvatar, np.ndarray]:
-    """The rig's Gaussians as a canonical avatar with particles placed by region (``counts`` per
-    :data:`avatar_jax.model.particles.REGIONS` name) and the rig's body as its template. Also returns the
-    figure index of the Gaussian each particle sits on."""
-    fig = r.figure
-    gaussian, p_region = particles.place_particles(fig.means, r.region, counts)
-    prest = fig.means[gaussian].astype(np.float32)
-    bind_index, bind_weight = particles.bind_within_regions(fig.means, r.region, prest, p_region, bind_k)
-    pivots, parents, j_index, j_weight = rig.template(r)
-    eps = 1e-4
-    opac = np.clip(fig.opacities, eps, 1 - eps)
-    avatar = CanonicalAvatar(
-        means=jnp.asarray(fig.means, jnp.float32), log_scales=jnp.log(jnp.asarray(fig.scales, jnp.float32)),
-        quats=jnp.asarray(fig.quats, jnp.float32), opacity_logits=jnp.asarray(np.log(opac / (1 - opac)), jnp.float32),
-        colors=jnp.asarray(fig.colors, jnp.float32), part=jnp.asarray(fig.part, jnp.int32),
-        bind_index=jnp.asarray(bind_index), bind_weight=jnp.asarray(bind_weight),
-        particle_rest=jnp.asarray(prest),
-        particle_part=jnp.asarray([particles.REGION_PART[particles.REGIONS[k]] for k in p_region], jnp.int32),
-        joint_pivots=jnp.asarray(pivots), joint_parents=jnp.asarray(parents), joint_index=jnp.asarray(j_index),
-        joint_weight=jnp.asarray(j_weight),
-    ).sorted_by_part()
-    return avatar, gaussian
+def default_photo() -> np.ndarray:
+    """``skimage.data.astronaut()``: (512,512,3) uint8, public domain, shipped inside scikit-image."""
+    from skimage import data
+
+    return np.asarray(data.astronaut())
 
 
-def teacher_clip(r: rig.Rig, text: str, voice: str, fps: float, seed: int) -> dict:
-    """Speech and the rig's motion for it: audio (S,), controls, posed means (T,N,3) and quats."""
-    speech = synthesize_detailed(text, voice)
-    frames = int(np.ceil(speech.audio.size * fps / SAMPLE_RATE))
-    audio = np.pad(speech.audio, (0, int(round(frames * SAMPLE_RATE / fps)) - speech.audio.size))
-    controls = motion.from_speech(speech.phonemes, audio, frames, fps=fps, seed=seed)
-    bones = rig.bone_transforms(r, controls)
-    means, quats = rig.pose(r, bones)
-    return dict(text=text, voice=voice, audio=audio.astype(np.float32), controls=controls, means=means, quats=quats,
-                bones=bones)
+def load_photo(path: str | None) -> np.ndarray:
+    """``path`` (any image :func:`~avatar_jax.personalize.photo_input.load_image` reads) or the default."""
+    if not path:
+        return default_photo()
+    from avatar_jax.personalize.photo_input import load_image
+
+    return load_image(path)
 
 
-def long_clip(r: rig.Rig, texts: list[str], voice: str, fps: float, seed: int, seconds: float) -> dict:
-    """Held-out sentences in one voice, back to back, until ``seconds`` of speech: audio and teacher motion."""
-    clips, total = [], 0.0
-    for k, text in enumerate(texts):
-        clip = teacher_clip(r, text, voice, fps, seed + k)
-        clips.append(clip)
-        total += clip["audio"].size / SAMPLE_RATE
-        if total >= seconds:
-            break
-    return dict(audio=np.concatenate([c["audio"] for c in clips]),
-                means=np.concatenate([np.asarray(c["means"]) for c in clips]), sentences=len(clips))
-
-
-def sorted_targets(clip: dict, order: np.ndarray) -> jax.Array:
-    return jnp.asarray(clip["means"])[:, order]
-
-
-def lip_sets(r: rig.Rig) -> tuple[np.ndarray, np.ndarray]:
-    """Figure indices of the upper- and lower-lip Gaussians within the mouth's width and 3 cm of its line."""
-    m = r.figure.means
-    near = (np.abs(m[:, 0] - r.mouth[0]) < r.mouth_half_width) & (np.abs(m[:, 1] - r.mouth[1]) < 0.03)
-    upper = np.where(near & (r.region == rig.REGION_UPPER_LIP))[0]
-    lower = np.where(near & (r.region == rig.REGION_LOWER_LIP))[0]
-    if upper.size == 0 or lower.size == 0:
-        raise RuntimeError("the rig has no lip Gaussians to measure the mouth opening")
-    return upper, lower
-
-
-# Scored regions (issue 12): name -> rig region ids
-SCORED_REGIONS = {"mouth": [rig.REGION_UPPER_LIP, rig.REGION_LOWER_LIP], "eyes": [rig.REGION_EYELIDS],
-                  "head": [rig.REGION_FACE], "hands": [rig.REGION_HANDS], "body": [rig.REGION_BODY]}
-
-
-def run(args, config) -> int:
-    console = Console()
-    c, d = config, config.demo
-    out_dir = args.out or d.out
-    os.makedirs(out_dir, exist_ok=True)
-    start = time.perf_counter()
-
-    # 1-2. Speech and teacher motion.
-    r = rig.build_rig(synthetic.figure_from_avatar("synthetic", d.num_gaussians, seed=c.seed), seed=c.seed)
-    fig = r.figure  # the avatar plus the rig's mouth interior, lips, pupils and lids
-    texts = [s for _, s in corpus.sentences(d.train_sentences + 1 + d.held_out_sentences, offset=c.seed)]
-    texts_held = texts[d.train_sentences + 1:]  # for the long held-out run
-    voices = list(d.voices)
-    train = [teacher_clip(r, texts[k], voices[k % (len(voices) - 1)], c.audio.fps, c.seed + k)
-             for k in range(d.train_sentences)]
-    held_out = teacher_clip(r, texts[d.train_sentences], voices[-1], c.audio.fps, c.seed + 99)
-    console.print(f"[bold]demo[/bold]: {len(train)} training sentences, held-out: [italic]{held_out['text']}[/] "
-                  f"({held_out['voice']}), {fig.means.shape[0]} Gaussians")
-
-    # 3. The audio-driven avatar learns the teacher's motion from the audio alone.
-    counts = {k: int(v) for k, v in c.model.particle_counts.items()}
+def stage_config(config):
+    """The config every stage runs with: ``config`` with the ``demo.*`` sizes put in their stages' keys."""
+    c = config.copy_and_resolve_references()
+    d = c.demo
+    if int(d.size) < 16 or int(d.video_size) < 16 or int(d.size) % 2 or int(d.video_size) % 2:
+        raise InputError(f"demo.size and demo.video_size must be even and >= 16, got {d.size} and {d.video_size}")
+    if d.held_out_voice in tuple(d.voices):
+        raise InputError(f"demo.held_out_voice {d.held_out_voice!r} is also a training voice; it must be unheard")
+    if int(d.sentences) < 1 or not tuple(d.voices):
+        raise InputError("the demo needs demo.sentences >= 1 and at least one training voice (demo.voices)")
     with c.unlocked():
-        c.model.num_particles = sum(counts.values())
-    avatar, particle_gaussian = canonical_from_rig(r, counts, c.model.bind_k)
-    order = np.argsort(np.asarray(fig.part), kind="stable")  # sorted_by_part() uses the same order
-    model = TalkingAvatar(c, nnx.Rngs(c.seed))
-    graphdef, params = nnx.split(model, nnx.Param)
-    opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(d.learning_rate))
-    opt_state = opt.init(params)
-    # Each scored region weighs the same in the loss: the lips are a few % of the Gaussians.
-    region_sorted = r.region[order]
-    counts_per = np.bincount(region_sorted, minlength=len(particles.REGIONS)).astype(np.float64)
-    loss_w = 1.0 / counts_per[region_sorted] if d.region_balanced_loss else np.ones(len(order))
-    loss_w = jnp.asarray(loss_w / loss_w.mean(), jnp.float32)
-    body_template = bool(c.model.use_body_skinning)
+        r = c.reconstruct
+        r.num_gaussians, r.body_steps, r.photo_steps = int(d.num_gaussians), int(d.body_steps), int(d.photo_steps)
+        r.work_size, r.crop_size = int(d.work_size), int(d.crop_size)
+        s = c.data.synthetic
+        s.size, s.framing, s.voices, s.sentences, s.subjects = int(d.size), str(d.framing), tuple(d.voices), int(
+            d.sentences), 1
+        c.data.held_out = 0.0  # every prepared clip trains; the held-out clip is made apart (unseen voice + text)
+        if int(d.train_steps) > 0:
+            c.train.steps = int(d.train_steps)
+        c.train.eval_clips = 0  # the demo scores its own held-out clip (score stage)
+        c.train.image_every = 0
+        c.train.avatar = ""
+    return c
 
-    def loss_fn(p, audio, target, carry0):
-        m = nnx.merge(graphdef, p)
-        out, _ = m(avatar, audio, target.shape[0], carry0)
-        return jnp.mean(jnp.abs(out.means - target).sum(-1) * loss_w) / 3.0
 
-    @jax.jit
-    def step(p, s, audio, target, carry0):
-        loss, grads = jax.value_and_grad(loss_fn)(p, audio, target, carry0)
-        updates, s = opt.update(grads, s, p)
-        return optax.apply_updates(p, updates), s, loss
+def fingerprint(config, photo: np.ndarray) -> dict:
+    """What makes two runs the same: the config (less ``demo.out``) and the photo's pixels."""
+    plain = json.loads(config.to_json_best_effort())
+    plain["demo"].pop("out", None)
+    text = json.dumps(plain, sort_keys=True)
+    return dict(config_sha=hashlib.sha256(text.encode()).hexdigest()[:16],
+                photo_sha=hashlib.sha256(np.ascontiguousarray(photo).tobytes()).hexdigest()[:16],
+                photo_shape=list(photo.shape))
 
-    # Windows of equal length at every offset of every clip; each starts from the teacher's pose
-    # before its first frame (particle state) and passes its absolute frame index (position encoding).
-    window = d.window_frames
-    samples_per_frame = SAMPLE_RATE / c.audio.fps
-    windows = []
-    for clip in train:
-        target = sorted_targets(clip, order)
-        state = (rig.particle_state(r, clip["bones"], particle_gaussian, np.asarray(avatar.particle_rest),
-                                    body_template) if d.start_from_teacher else None)
-        for s0 in range(0, max(target.shape[0] - window, 0) + 1, max(window // 5, 1)):
-            a0, a1 = int(round(s0 * samples_per_frame)), int(round((s0 + window) * samples_per_frame))
-            if a1 <= clip["audio"].size:
-                init = state[s0 - 1] if (state is not None and s0 > 0) else None
-                windows.append((jnp.asarray(clip["audio"][a0:a1]), target[s0:s0 + window], init, s0))
-    rng = np.random.default_rng(c.seed)
-    losses = []
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("training", total=d.train_steps)
-        for _ in range(d.train_steps):
-            audio, target, init, s0 = windows[int(rng.integers(len(windows)))]
-            carry0 = model.motion.init_carry(avatar, transforms=init, frame=s0)
-            params, opt_state, loss = step(params, opt_state, audio, target, carry0)
-            losses.append(float(loss))
-            progress.update(task, advance=1, description=f"training  L1 {np.mean(losses[-10:]) * 1000:.2f} mm")
-    if not np.isfinite(losses[-1]):
-        raise RuntimeError(f"training diverged (loss {losses[-1]}); lower demo.learning_rate")
 
-    # 4. Held-out evaluation: held-out sentences in the held-out voice, back to back (>= demo.long_seconds).
-    model = nnx.merge(graphdef, params)
-    inv = np.argsort(order)  # canonical (sorted) index of each figure Gaussian
-    rest_fig = fig.means.astype(np.float64)
+class Manifest:
+    """``demo.json``: the fingerprint and, per finished stage, its seconds and notes. Written atomically."""
 
-    def predict(audio: np.ndarray, frames: int) -> tuple[np.ndarray, object]:
-        """Encode all the audio once, then the motion in chunks with the carry (as the bundle streams)."""
-        driving = jax.jit(lambda a: model.driving(a, frames))(jnp.asarray(audio))
-        gd, st = nnx.split(model.motion)
-        out = stream_motion(gd, st, driving, d.eval_chunk)
-        return np.asarray(out.means)[:, inv], out
+    def __init__(self, path: str, fp: dict, stages: dict | None = None):
+        self.path, self.fp, self.stages = path, fp, dict(stages or {})
 
-    def stream_motion(gd, st, driving, chunk):
-        run_chunk = jax.jit(lambda s_, dr, ca: forward(gd, s_, avatar, dr, ca))
-        carry, outs = None, []
-        for s_ in range(0, driving.shape[0], chunk):
-            out, carry = run_chunk(st, driving[s_:s_ + chunk], carry)
-            outs.append(out)
-        return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0), *outs)
+    def done(self, stage: str) -> bool:
+        return stage in self.stages
 
-    long = long_clip(r, texts_held, voices[-1], c.audio.fps, c.seed + 200, d.long_seconds)
-    frames_long = long["means"].shape[0]
-    pred_long, _ = predict(long["audio"], frames_long)
-    teacher_long = long["means"]
-    constant = np.median(np.concatenate([np.asarray(cl["means"]) for cl in train]), axis=0)  # audio-blind pose
-    regions = scores.region_errors(pred_long, teacher_long, constant, rest_fig, r.region, SCORED_REGIONS)
-    upper, lower = lip_sets(r)
-    gap_model = scores.lip_gap(pred_long, rest_fig, upper, lower)
-    gap_teacher = scores.lip_gap(teacher_long, rest_fig, upper, lower)
-    silent = scores.silent_frames(long["audio"], frames_long, int(samples_per_frame))
-    lips = scores.lip_scores(gap_model, gap_teacher, silent)
-    ten_s = int(round(10 * c.audio.fps))
-    drift = scores.drift(pred_long, rest_fig, ten_s)
-    teacher_drift = scores.drift(teacher_long, rest_fig, ten_s)
+    def finish(self, stage: str, seconds: float, **notes) -> None:
+        self.stages[stage] = dict(seconds=round(float(seconds), 2), **notes)
+        self.save()
 
-    console.print(f"held-out speech, {frames_long / c.audio.fps:.0f} s ({long['sentences']} sentences, "
-                  f"{voices[-1]}): per region error vs teacher (mm) and motion explained")
-    for name, v in regions.items():
-        console.print(f"  {name:6s} model {v['model_mm']:6.2f}  constant pose {v['constant_mm']:6.2f}  "
-                      f"rest {v['rest_mm']:6.2f}  explained {v['explained']:+.2f} vs constant "
-                      f"{v['constant_explained']:+.2f}")
-    console.print(f"  lip gap: amplitude {lips['amplitude_ratio']:.2f} of the teacher's, correlation "
-                  f"{lips['correlation']:.2f}; mouth closed in {lips['closed_in_silence'] * 100:.0f} % of "
-                  f"{lips['silent_frames']} silent frames (teacher {lips['teacher_closed_in_silence'] * 100:.0f} %)")
-    console.print(f"  drift: mean displacement {drift['first_mm']:.2f} mm (first 10 s) -> {drift['last_mm']:.2f} mm "
-                  f"(last 10 s), ratio {drift['ratio']:.2f} (teacher {teacher_drift['ratio']:.2f}); "
-                  f"max {drift['max_mm']:.1f} mm")
-    frames = held_out["means"].shape[0]
-    pred, predicted = predict(held_out["audio"], frames)
-    target = np.asarray(held_out["means"])
-    err_model = float(np.abs(pred - target).mean())
-    err_still = float(np.abs(rest_fig[None] - target).mean())
-    sync = float(np.corrcoef(scores.lip_gap(target, rest_fig, upper, lower),
-                             scores.lip_gap(pred, rest_fig, upper, lower))[0, 1])
+    def save(self) -> None:
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(dict(fingerprint=self.fp, stages=self.stages), f, indent=1)
+        os.replace(tmp, self.path)
 
-    # 5. Render model | teacher side by side with the held-out audio.
-    cam = synthetic.frame_camera(r, d.size, d.framing)
-    capacity = synthetic.render_capacity(r, cam)
-    draw = jax.jit(lambda m, q: render(m, q, jnp.exp(avatar.log_scales), jax.nn.sigmoid(avatar.opacity_logits),
-                                       avatar.colors, cam, background=(0.92, 0.92, 0.9), capacity=capacity).rgb)
-    teacher_means, teacher_quats = np.asarray(held_out["means"])[:, order], np.asarray(held_out["quats"])[:, order]
-    video = []
-    for t in range(frames):
-        left = draw(predicted.means[t], predicted.quats[t])
-        right = draw(jnp.asarray(teacher_means[t]), jnp.asarray(teacher_quats[t]))
-        video.append(np.concatenate([np.asarray(left), np.asarray(right)], axis=1))
-    video = np.stack(video)
-    write_video(os.path.join(out_dir, "talking.mp4"), video, c.audio.fps, held_out["audio"], SAMPLE_RATE)
-    picks = np.linspace(0, frames - 1, min(6, frames)).astype(int)
-    iio.imwrite(os.path.join(out_dir, "frames.png"),
-                (np.clip(np.concatenate(list(video[picks]), axis=0), 0, 1) * 255).astype(np.uint8))
+
+def open_out(out: str, fp: dict, overwrite: bool) -> Manifest:
+    """Check ``out`` before any work: new or empty -> fresh; the same run -> resume; else refuse (or wipe)."""
+    out = os.path.abspath(out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise InputError(f"--out {out} is a file; give a folder for the demo's outputs")
+    path = os.path.join(out, MANIFEST)
+    if os.path.isdir(out) and os.listdir(out):
+        same = False
+        if os.path.exists(path):
+            try:
+                with open(path) as f:
+                    prev = json.load(f)
+                same = prev.get("fingerprint") == fp
+            except (OSError, ValueError):
+                prev = {}
+        if same:
+            return Manifest(path, fp, prev.get("stages"))
+        if not overwrite:
+            what = ("a demo of another config or photo" if os.path.exists(path) else
+                    "files that are not a demo run")
+            raise InputError(f"--out {out} holds {what}; pass --overwrite to replace it, or choose another --out")
+        shutil.rmtree(out)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"cannot create --out {out}: {e.strerror}") from None
+    if not os.access(out, os.W_OK):
+        raise InputError(f"--out {out} is not writable")
+    manifest = Manifest(path, fp)
+    manifest.save()
+    return manifest
+
+
+# ----------------------------------------------------------------------------------------------- stages
+
+
+def run_reconstruct(c, photo: np.ndarray, paths: DemoPaths, say) -> dict:
+    import imageio.v3 as iio
+
+    from avatar_jax.personalize import output_dir
+    from avatar_jax.personalize.reconstruct import reconstruct, write_outputs
+
+    iio.imwrite(paths.photo, photo)
+    staging = output_dir.prepare(paths.avatar, overwrite=True)
+    try:
+        outputs, report = reconstruct(photo, c, say)
+        write_outputs(staging, outputs, report)
+        output_dir.commit(staging, paths.avatar)
+    finally:
+        output_dir.discard(staging)
+    for w in report["warnings"]:
+        say(f"[yellow]reconstruct warning: {w}[/yellow]")
+    return dict(psnr_in_mask_db=round(report["psnr_in_mask_db"], 2), num_gaussians=report["num_gaussians"],
+                warnings=report["warnings"])
+
+
+def held_out_text(c) -> str:
+    """The first corpus sentence after the training ones (``prepare_synthetic`` says sentences 0..n-1)."""
+    from avatar_jax.data import corpus
+
+    return corpus.sentences(1, offset=int(c.data.synthetic.sentences))[0][1]
+
+
+def subject_of(paths: DemoPaths) -> str:
+    return f"{os.path.basename(os.path.normpath(paths.avatar))}_0"  # prepare_synthetic's name for subject 0
+
+
+def run_prepare(c, paths: DemoPaths, progress: bool) -> dict:
+    """Training clips (``prepare_synthetic``) and the held-out clip (unseen sentence, unseen voice) at
+    ``demo.video_size``, by the very rig the training clips come from."""
+    from avatar_jax.data import index, rig, synthetic
+
+    opts = synthetic.SyntheticOptions.from_config(c.data)
+    report = synthetic.prepare_synthetic(paths.avatar, paths.data, opts, held_out=0.0, seed=int(c.seed),
+                                         progress=progress)
+    built = rig.build_rig(synthetic.figure_from_avatar(paths.avatar, opts.num_gaussians, seed=int(c.seed)), seed=0)
+    saved, _, _ = synthetic.load_rig_avatar(synthetic.avatar_path(paths.data, subject_of(paths)))
+    if not np.allclose(saved.means, built.figure.means, atol=1e-6):  # the teacher must show the trained figure
+        raise RuntimeError("the held-out rig differs from the training clips' rig (nondeterministic rig build)")
+    text, voice, size = held_out_text(c), str(c.demo.held_out_voice), int(c.demo.video_size)
+    cam = synthetic.frame_camera(built, size, opts.framing, opts.fov_y_deg)
+    clip = synthetic.make_clip(built, text, voice, size=size, framing=opts.framing, fps=opts.fps,
+                               seed=int(c.seed) + 99991, fov_y_deg=opts.fov_y_deg,
+                               capacity=synthetic.render_capacity(built, cam))
+    synthetic.write_synthetic_clip(paths.held_out, f"{subject_of(paths)}_held_out", subject_of(paths), clip,
+                                   {"category": "held_out", "avatar": paths.avatar})
+    index.build_index(paths.held_out, held_out=0.0)
+    return dict(train_clips=report["clips"], held_out_text=text, held_out_voice=voice,
+                held_out_frames=int(clip.controls.num_frames))
+
+
+def run_train(c, paths: DemoPaths, progress: bool) -> dict:
+    from avatar_jax.train.loop import train
+
+    summary = train(c, paths.run, data_root=paths.data, progress=progress)
+    if summary["stopped"] != "done":
+        raise RuntimeError(f"training stopped early ({summary['stopped']}); rerun the demo to resume it")
+    return dict(steps=summary["step"], first_loss=summary["first_loss"], final_loss=summary["final_loss"],
+                bad_steps=summary["bad_steps"], train_seconds=round(summary["seconds"], 1))
+
+
+def held_out_clip(paths: DemoPaths) -> dict:
+    """The held-out clip's records: ``frame (T,H,W,3) uint8``, ``mask``, ``audio (S,)``, ``face``... and meta."""
+    from avatar_jax.data import index, records
+
+    entry = index.load_index(paths.held_out)["clips"][0]
+    reader = records.ClipReader(paths.held_out, entry["clip_id"])
+    clip = reader.window(0, len(reader))
+    reader.close()
+    clip["meta"] = reader.meta
+    return clip
+
+
+def run_score(c, paths: DemoPaths) -> dict:
+    """Held-out PSNR inside the person mask and mouth-opening correlation, trained vs untrained weights
+    (the seed's initialisation, what training started from), rendered at ``demo.video_size``."""
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from avatar_jax.geometry import Camera
+    from avatar_jax.model.talking import TalkingAvatar
+    from avatar_jax.train import evaluate, step
+    from avatar_jax.train.restore import restore_run
+
+    run = restore_run(paths.run, data_root=paths.data)
+    clip = held_out_clip(paths)
+    meta = clip["meta"]
+    consts = step.make_constants(run.config, run.trained.avatar, run.trained.landmarks)
+    camera = Camera(jnp.asarray(meta.viewmat, jnp.float32), jnp.asarray(meta.K, jnp.float32), meta.width,
+                    meta.height)
+    outside = clip["mask"] < 3
+    background = tuple(float(x) for x in np.median(clip["frame"][outside], axis=0) / 255.0) if outside.sum() > 16 \
+        else tuple(run.config.render.background)
+    rs = step.RenderSettings(meta.width, meta.height,
+                             step.render_capacity(run.trained.avatar, camera, float(run.config.train.capacity_factor)),
+                             background, str(run.config.render.backend))
+    untrained = nnx.split(TalkingAvatar(run.config, nnx.Rngs(int(run.config.seed))), nnx.Param)[1]
+    scores = {}
+    for name, params in (("untrained", untrained), ("trained", run.params)):
+        s = evaluate.evaluate(run.graphdef, params, consts, rs, paths.held_out, clips=1, split="all",
+                              landmark_rest=run.trained.landmarks)
+        # A mouth that does not move at all has no correlation: scored 0 (no lip sync), as eval does.
+        corr = s["mouth_corr"] if np.isfinite(s["mouth_corr"]) else 0.0
+        scores[name] = dict(psnr_mask_db=s["psnr_mask"], mouth_corr=corr)
+    return dict(step=run.step, **scores)
+
+
+def run_export(paths: DemoPaths, size: int) -> dict:
+    from avatar_jax.export.from_workdir import export_workdir
+
+    _, step = export_workdir(paths.run, paths.bundle, data_root=paths.data, resolutions=[(size, size)],
+                             platforms=["cpu"])
+    return dict(step=step, resolution=f"{size}x{size}", platforms=["cpu"])
+
+
+def fit_panel(image: np.ndarray, size: int, background=(255, 255, 255)) -> np.ndarray:
+    """``image (H,W,3) uint8`` scaled to fit a ``size x size`` panel (aspect kept, letterboxed)."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    s = size / max(h, w)
+    nw, nh = max(1, round(w * s)), max(1, round(h * s))
+    small = np.asarray(Image.fromarray(image).resize((nw, nh), Image.LANCZOS))
+    panel = np.empty((size, size, 3), np.uint8)
+    panel[:] = background
+    y0, x0 = (size - nh) // 2, (size - nw) // 2
+    panel[y0:y0 + nh, x0:x0 + nw] = small
+    return panel
+
+
+def label_row(width_per_panel: int, labels=PANELS) -> np.ndarray:
+    """A white strip with each panel's name, ``(h, len(labels)*width_per_panel, 3) uint8``."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    height = 16 if width_per_panel < 160 else 22
+    img = Image.new("RGB", (width_per_panel * len(labels), height), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    try:
+        font = ImageFont.load_default(size=height - 6)
+    except TypeError:  # Pillow < 10.1 has one fixed-size default font
+        font = ImageFont.load_default()
+    for k, text in enumerate(labels):
+        while len(text) > 3 and draw.textlength(text, font=font) > width_per_panel - 4:
+            text = text[:-2] + "…"
+        draw.text((k * width_per_panel + 2, 2), text, fill=(0, 0, 0), font=font)
+    return np.asarray(img)
+
+
+def compose(photo_panel: np.ndarray, teacher: np.ndarray, front: np.ndarray, novel: np.ndarray) -> np.ndarray:
+    """Side by side, each ``(T,S,S,3)`` uint8 (the photo ``(S,S,3)``) -> ``(T, S+label, 4S, 3)`` uint8."""
+    t, s = teacher.shape[0], teacher.shape[1]
+    frames = np.concatenate([np.broadcast_to(photo_panel, teacher.shape), teacher, front, novel], axis=2)
+    label = label_row(s)
+    return np.concatenate([np.broadcast_to(label, (t, *label.shape)), frames], axis=1)
+
+
+def frame_strip(video: np.ndarray, count: int = 4) -> np.ndarray:
+    """``count`` frames of ``video (T,H,W,3)`` evenly over the clip, stacked top to bottom (label row once)."""
+    picks = np.linspace(0, video.shape[0] - 1, min(count, video.shape[0])).round().astype(int)
+    label_h = video.shape[1] - video.shape[2] // len(PANELS)
+    rows = [video[picks[0]]] + [video[p][label_h:] for p in picks[1:]]
+    return np.concatenate(rows, axis=0)
+
+
+def run_render(c, paths: DemoPaths, photo: np.ndarray, progress: bool) -> dict:
+    """Front and novel views of the held-out speech from the bundle, beside the photo and the teacher."""
+    import imageio.v3 as iio
+    from rich.progress import Progress
+
+    from avatar_jax.export.loader import load_bundle
+    from avatar_jax.export.video import VideoStream, to_uint8
+    from avatar_jax.inference.cameras import camera_path
+    from avatar_jax.inference.stream import StreamStats, stream_frames
+
+    size = int(c.demo.video_size)
+    bundle = load_bundle(paths.bundle)
+    clip = held_out_clip(paths)
+    audio = np.asarray(clip["audio"], np.float32)
+    views, stats = {}, {}
+    with Progress(disable=not progress, transient=True) as bar:
+        for kind in ("front", "novel"):
+            path = camera_path(bundle.front, size, size, kind, azimuth_deg=float(c.demo.novel_azimuth))
+            stats[kind] = StreamStats()
+            task = bar.add_task(f"render {kind}", total=None)
+            batches = []
+            for b in stream_frames(bundle, audio, path, chunk=25, stats=stats[kind]):
+                batches.append(to_uint8(b.rgb))
+                bar.update(task, completed=stats[kind].frames)
+            views[kind] = np.concatenate(batches)
+    teacher = clip["frame"]
+    n = min(teacher.shape[0], views["front"].shape[0])
+    if teacher.shape[1:3] != (size, size):
+        raise RuntimeError(f"held-out clip is {teacher.shape[2]}x{teacher.shape[1]}, expected {size}x{size}")
+    bg = tuple(int(v) for v in np.median(teacher[0][clip["mask"][0] < 3], axis=0)) if (clip["mask"][0] < 3).any() \
+        else (255, 255, 255)
+    video = compose(fit_panel(photo, size, bg), teacher[:n], views["front"][:n], views["novel"][:n])
+    pad = video.shape[1] % 2  # H.264 needs even sizes
+    if pad:
+        video = np.concatenate([video, np.full((video.shape[0], 1, *video.shape[2:]), 255, np.uint8)], axis=1)
+    with VideoStream(paths.video, video.shape[2], video.shape[1], bundle.fps, audio, bundle.sample_rate) as out:
+        out.send(video)
+    iio.imwrite(paths.strip, frame_strip(video))
+    return dict(frames=int(n), seconds_of_speech=round(audio.size / bundle.sample_rate, 2),
+                frames_per_second={k: round(v.frames_per_second, 2) for k, v in stats.items()})
+
+
+# ------------------------------------------------------------------------------------------- the run
+
+
+@dataclasses.dataclass
+class DemoResult:
+    paths: DemoPaths
+    metrics: dict
+    stages: dict  # stage -> {"seconds", "reused", ...}
+
+
+def run_demo(config, out: str | None = None, *, image: str | None = None, overwrite: bool = False,
+             progress: bool = True, say: Callable[..., None] | None = None,
+             stages: tuple[str, ...] = STAGES) -> DemoResult:
+    """Run (or resume) the demo into ``out`` (default ``config.demo.out``); see the module doc.
+
+    ``image``: a photo path (default ``config.demo.image``, else the astronaut). ``say`` prints a line
+    (rich markup allowed). ``stages``: run only up to these (for tests and debugging; in order).
+    """
+    say = say or (lambda *a, **k: None)
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise InputError(f"unknown demo stage(s) {', '.join(unknown)}; stages are {', '.join(STAGES)}")
+    c = stage_config(config)
+    photo = load_photo(image if image is not None else str(c.demo.image))
+    paths = DemoPaths(os.path.abspath(out or str(c.demo.out)))
+    manifest = open_out(paths.out, fingerprint(c, photo), overwrite)
+    say(f"[bold]avatar-jax demo[/bold] -> {paths.out} ({'resuming' if manifest.stages else 'new run'})")
+    work = {
+        "reconstruct": lambda: run_reconstruct(c, photo, paths, say),
+        "prepare": lambda: run_prepare(c, paths, progress),
+        "train": lambda: run_train(c, paths, progress),
+        "score": lambda: run_score(c, paths),
+        "export": lambda: run_export(paths, int(c.demo.video_size)),
+        "render": lambda: run_render(c, paths, photo, progress),
+    }
+    report = {}
+    for k, stage in enumerate(STAGES):
+        if stage not in stages:
+            continue
+        tag = f"[{k + 1}/{len(STAGES)}] {stage}"
+        if manifest.done(stage):
+            report[stage] = dict(manifest.stages[stage], reused=True)
+            say(f"{tag}: done earlier ({manifest.stages[stage]['seconds']:.0f} s), reused")
+            continue
+        say(f"{tag} ...")
+        tic, cpu = time.perf_counter(), time.process_time()
+        notes = work[stage]()
+        # CPU seconds of this process (all threads; not MediaPipe's subprocess): on a shared machine
+        # the wall time depends on the other jobs, the CPU time much less.
+        manifest.finish(stage, time.perf_counter() - tic, cpu_s=round(time.process_time() - cpu, 1), **notes)
+        report[stage] = dict(manifest.stages[stage], reused=False)
+        say(f"{tag}: {manifest.stages[stage]['seconds']:.0f} s")
+    metrics = write_metrics(c, paths, manifest)
+    return DemoResult(paths, metrics, report)
+
+
+def write_metrics(c, paths: DemoPaths, manifest: Manifest) -> dict:
+    """``metrics.json``: held-out scores (trained vs untrained), what ran where, and each stage's seconds."""
+    score = manifest.stages.get("score", {})
+    prep = manifest.stages.get("prepare", {})
     metrics = dict(
-        held_out_text=held_out["text"], held_out_voice=held_out["voice"], frames=frames,
-        train_steps=d.train_steps, final_train_l1_m=float(np.mean(losses[-10:])), first_train_l1_m=losses[0],
-        held_out_l1_model_m=err_model, held_out_l1_standing_still_m=err_still,
-        motion_explained=1.0 - err_model / err_still if err_still > 0 else 0.0,
-        mouth_opening_correlation=sync, seconds=time.perf_counter() - start,
-        long_held_out=dict(seconds=frames_long / c.audio.fps, sentences=long["sentences"], regions=regions,
-                           lips=lips, drift=drift, teacher_drift=teacher_drift),
+        held_out=dict(text=prep.get("held_out_text"), voice=prep.get("held_out_voice"),
+                      frames=prep.get("held_out_frames"), size=int(c.demo.video_size),
+                      trained=score.get("trained"), untrained=score.get("untrained")),
+        beats_untrained=(dict(psnr=score["trained"]["psnr_mask_db"] > score["untrained"]["psnr_mask_db"],
+                              mouth_corr=score["trained"]["mouth_corr"] > score["untrained"]["mouth_corr"])
+                         if score else None),
+        settings=dict(reconstruct_gaussians=int(c.reconstruct.num_gaussians), train_size=int(c.data.synthetic.size),
+                      framing=str(c.data.synthetic.framing), train_voices=list(c.data.synthetic.voices),
+                      train_sentences_per_voice=int(c.data.synthetic.sentences), train_steps=int(c.train.steps),
+                      batch_size=int(c.train.batch_size), seq_len=int(c.train.seq_len)),
+        stage_seconds={k: v["seconds"] for k, v in manifest.stages.items()},
+        stage_cpu_seconds={k: v.get("cpu_s") for k, v in manifest.stages.items()},
+        total_seconds=round(sum(v["seconds"] for v in manifest.stages.values()), 1),
     )
-    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+    tmp = paths.metrics + ".tmp"
+    with open(tmp, "w") as f:
         json.dump(metrics, f, indent=2)
-    console.print(
-        f"trained {d.train_steps} steps: L1 {losses[0] * 1000:.2f} -> {metrics['final_train_l1_m'] * 1000:.2f} mm; "
-        f"held-out L1 {err_model * 1000:.2f} mm vs {err_still * 1000:.2f} mm standing still; "
-        f"mouth-opening correlation {sync:.2f}"
-    )
-    console.print(f"wrote {out_dir}/talking.mp4, frames.png, metrics.json in {metrics['seconds']:.0f}s")
-    return 0
+    os.replace(tmp, paths.metrics)
+    return metrics

@@ -113,6 +113,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.loss.kpt_face = 1.0
     c.loss.kpt_hand = 1.0  # lambda_hand of Eq. 10
     c.loss.kpt_body = 1.0
+    c.loss.kpt_lips = 1.0  # weight of the lip landmarks (upper/lower lip centre and edge) inside the face group
     c.loss.landmark_k = 4  # Gaussians each landmark is bound to (avatar_jax/model/landmarks.py)
     c.loss.arap_k = 6  # rest-pose neighbours per particle
     c.loss.temporal_means = 100.0  # weight of the Gaussian-means acceleration (m/frame^2) vs twists

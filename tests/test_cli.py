@@ -55,11 +55,13 @@ def test_unbuilt_commands_say_so_and_fail():
 
 
 @pytest.mark.slow
-def test_demo_runs_end_to_end(tmp_path):
-    """The main job at a tiny size: speech -> teacher rig -> training -> held-out render -> mp4."""
-    out = tmp_path / "demo"
-    args = ["demo", "--config", "tiny", "--config.demo.train_steps=4", "--config.demo.train_sentences=1",
-            "--config.demo.window_frames=8", "--config.demo.num_gaussians=600", "--config.demo.size=32",
+def test_motion_study_runs_end_to_end(tmp_path):
+    """Issue 12's 3D measurement at a tiny size: speech -> teacher rig -> training -> held-out render -> mp4."""
+    out = tmp_path / "motion_study"
+    args = ["motion-study", "--config", "tiny", "--config.motion_study.train_steps=4",
+            "--config.motion_study.train_sentences=1",
+            "--config.motion_study.window_frames=8", "--config.motion_study.num_gaussians=600",
+            "--config.motion_study.size=32",
             "--config.model.num_particles=16", "--config.model.d_model=32", "--out", str(out)]
     assert cli.main(args) == 0
     metrics = json.loads((out / "metrics.json").read_text())

@@ -1,0 +1,283 @@
+"""``avatar-jax motion-study``: the audio-driven model's motion against the rig teacher, in 3D, on CPU.
+
+The model-side measurement of issue 12 (it was ``avatar-jax demo`` before the demo became the whole
+photo -> talking video pipeline, :mod:`avatar_jax.demo`). No renderer in the loss: the model learns the
+teacher's posed Gaussian centres directly, which isolates the motion model from appearance.
+
+1. Speech: corpus sentences spoken by eSpeak in several voices (16 kHz audio + phoneme timings).
+2. Teacher motion: the synthetic rig animates a person-shaped Gaussian avatar from the phoneme
+   timings (visemes for the jaw and lips, blinks, nods, beat gestures) - the offline stand-in for the
+   paper's video-diffusion teacher, whose audio-motion relation is known exactly.
+3. Training: the audio-driven avatar (embedded audio encoder -> gated fusion -> particle deformer ->
+   identity-adaptive skinning -> Gaussian head) learns, from the audio alone, to move the Gaussians
+   as the teacher does (L1 on posed Gaussian centres, Adam).
+4. Evaluation on a held-out sentence and voice: how much of the teacher's motion the model
+   reproduces (error relative to standing still), and the correlation of mouth opening over time.
+5. Output: ``talking.mp4`` (model | teacher side by side, with the held-out audio), ``frames.png``
+   (a strip of frames) and ``metrics.json`` in ``config.motion_study.out``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import imageio.v3 as iio
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from rich.console import Console
+from rich.progress import Progress
+
+from avatar_jax.audio.tts import synthesize_detailed
+from avatar_jax.data import corpus, motion, rig, synthetic
+from avatar_jax.eval import motion as scores
+from avatar_jax.export.video import write_video
+from avatar_jax.model import particles
+from avatar_jax.model.avatar import forward
+from avatar_jax.model.canonical import CanonicalAvatar
+from avatar_jax.model.talking import TalkingAvatar
+from avatar_jax.render import render
+
+SAMPLE_RATE = 16000
+
+
+def add_arguments(parser):
+    parser.add_argument("--out", default=None, help="output folder (default: config.motion_study.out)")
+
+
+def canonical_from_rig(r: rig.Rig, counts: dict[str, int], bind_k: int) -> tuple[CanonicalAvatar, np.ndarray]:
+    """The rig's Gaussians as a canonical avatar with particles placed by region (``counts`` per
+    :data:`avatar_jax.model.particles.REGIONS` name) and the rig's body as its template. Also returns the
+    figure index of the Gaussian each particle sits on."""
+    fig = r.figure
+    gaussian, p_region = particles.place_particles(fig.means, r.region, counts)
+    prest = fig.means[gaussian].astype(np.float32)
+    bind_index, bind_weight = particles.bind_within_regions(fig.means, r.region, prest, p_region, bind_k)
+    pivots, parents, j_index, j_weight = rig.template(r)
+    eps = 1e-4
+    opac = np.clip(fig.opacities, eps, 1 - eps)
+    avatar = CanonicalAvatar(
+        means=jnp.asarray(fig.means, jnp.float32), log_scales=jnp.log(jnp.asarray(fig.scales, jnp.float32)),
+        quats=jnp.asarray(fig.quats, jnp.float32), opacity_logits=jnp.asarray(np.log(opac / (1 - opac)), jnp.float32),
+        colors=jnp.asarray(fig.colors, jnp.float32), part=jnp.asarray(fig.part, jnp.int32),
+        bind_index=jnp.asarray(bind_index), bind_weight=jnp.asarray(bind_weight),
+        particle_rest=jnp.asarray(prest),
+        particle_part=jnp.asarray([particles.REGION_PART[particles.REGIONS[k]] for k in p_region], jnp.int32),
+        joint_pivots=jnp.asarray(pivots), joint_parents=jnp.asarray(parents), joint_index=jnp.asarray(j_index),
+        joint_weight=jnp.asarray(j_weight),
+    ).sorted_by_part()
+    return avatar, gaussian
+
+
+def teacher_clip(r: rig.Rig, text: str, voice: str, fps: float, seed: int) -> dict:
+    """Speech and the rig's motion for it: audio (S,), controls, posed means (T,N,3) and quats."""
+    speech = synthesize_detailed(text, voice)
+    frames = int(np.ceil(speech.audio.size * fps / SAMPLE_RATE))
+    audio = np.pad(speech.audio, (0, int(round(frames * SAMPLE_RATE / fps)) - speech.audio.size))
+    controls = motion.from_speech(speech.phonemes, audio, frames, fps=fps, seed=seed)
+    bones = rig.bone_transforms(r, controls)
+    means, quats = rig.pose(r, bones)
+    return dict(text=text, voice=voice, audio=audio.astype(np.float32), controls=controls, means=means, quats=quats,
+                bones=bones)
+
+
+def long_clip(r: rig.Rig, texts: list[str], voice: str, fps: float, seed: int, seconds: float) -> dict:
+    """Held-out sentences in one voice, back to back, until ``seconds`` of speech: audio and teacher motion."""
+    clips, total = [], 0.0
+    for k, text in enumerate(texts):
+        clip = teacher_clip(r, text, voice, fps, seed + k)
+        clips.append(clip)
+        total += clip["audio"].size / SAMPLE_RATE
+        if total >= seconds:
+            break
+    return dict(audio=np.concatenate([c["audio"] for c in clips]),
+                means=np.concatenate([np.asarray(c["means"]) for c in clips]), sentences=len(clips))
+
+
+def sorted_targets(clip: dict, order: np.ndarray) -> jax.Array:
+    return jnp.asarray(clip["means"])[:, order]
+
+
+def lip_sets(r: rig.Rig) -> tuple[np.ndarray, np.ndarray]:
+    """Figure indices of the upper- and lower-lip Gaussians within the mouth's width and 3 cm of its line."""
+    m = r.figure.means
+    near = (np.abs(m[:, 0] - r.mouth[0]) < r.mouth_half_width) & (np.abs(m[:, 1] - r.mouth[1]) < 0.03)
+    upper = np.where(near & (r.region == rig.REGION_UPPER_LIP))[0]
+    lower = np.where(near & (r.region == rig.REGION_LOWER_LIP))[0]
+    if upper.size == 0 or lower.size == 0:
+        raise RuntimeError("the rig has no lip Gaussians to measure the mouth opening")
+    return upper, lower
+
+
+# Scored regions (issue 12): name -> rig region ids
+SCORED_REGIONS = {"mouth": [rig.REGION_UPPER_LIP, rig.REGION_LOWER_LIP], "eyes": [rig.REGION_EYELIDS],
+                  "head": [rig.REGION_FACE], "hands": [rig.REGION_HANDS], "body": [rig.REGION_BODY]}
+
+
+def run(args, config) -> int:
+    console = Console()
+    c, d = config, config.motion_study
+    out_dir = args.out or d.out
+    os.makedirs(out_dir, exist_ok=True)
+    start = time.perf_counter()
+
+    # 1-2. Speech and teacher motion.
+    r = rig.build_rig(synthetic.figure_from_avatar("synthetic", d.num_gaussians, seed=c.seed), seed=c.seed)
+    fig = r.figure  # the avatar plus the rig's mouth interior, lips, pupils and lids
+    texts = [s for _, s in corpus.sentences(d.train_sentences + 1 + d.held_out_sentences, offset=c.seed)]
+    texts_held = texts[d.train_sentences + 1:]  # for the long held-out run
+    voices = list(d.voices)
+    train = [teacher_clip(r, texts[k], voices[k % (len(voices) - 1)], c.audio.fps, c.seed + k)
+             for k in range(d.train_sentences)]
+    held_out = teacher_clip(r, texts[d.train_sentences], voices[-1], c.audio.fps, c.seed + 99)
+    console.print(f"[bold]motion study[/bold]: {len(train)} training sentences, held-out: "
+                  f"[italic]{held_out['text']}[/] ({held_out['voice']}), {fig.means.shape[0]} Gaussians")
+
+    # 3. The audio-driven avatar learns the teacher's motion from the audio alone.
+    counts = {k: int(v) for k, v in c.model.particle_counts.items()}
+    with c.unlocked():
+        c.model.num_particles = sum(counts.values())
+    avatar, particle_gaussian = canonical_from_rig(r, counts, c.model.bind_k)
+    order = np.argsort(np.asarray(fig.part), kind="stable")  # sorted_by_part() uses the same order
+    model = TalkingAvatar(c, nnx.Rngs(c.seed))
+    graphdef, params = nnx.split(model, nnx.Param)
+    opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(d.learning_rate))
+    opt_state = opt.init(params)
+    # Each scored region weighs the same in the loss: the lips are a few % of the Gaussians.
+    region_sorted = r.region[order]
+    counts_per = np.bincount(region_sorted, minlength=len(particles.REGIONS)).astype(np.float64)
+    loss_w = 1.0 / counts_per[region_sorted] if d.region_balanced_loss else np.ones(len(order))
+    loss_w = jnp.asarray(loss_w / loss_w.mean(), jnp.float32)
+    body_template = bool(c.model.use_body_skinning)
+
+    def loss_fn(p, audio, target, carry0):
+        m = nnx.merge(graphdef, p)
+        out, _ = m(avatar, audio, target.shape[0], carry0)
+        return jnp.mean(jnp.abs(out.means - target).sum(-1) * loss_w) / 3.0
+
+    @jax.jit
+    def step(p, s, audio, target, carry0):
+        loss, grads = jax.value_and_grad(loss_fn)(p, audio, target, carry0)
+        updates, s = opt.update(grads, s, p)
+        return optax.apply_updates(p, updates), s, loss
+
+    # Windows of equal length at every offset of every clip; each starts from the teacher's pose
+    # before its first frame (particle state) and passes its absolute frame index (position encoding).
+    window = d.window_frames
+    samples_per_frame = SAMPLE_RATE / c.audio.fps
+    windows = []
+    for clip in train:
+        target = sorted_targets(clip, order)
+        state = (rig.particle_state(r, clip["bones"], particle_gaussian, np.asarray(avatar.particle_rest),
+                                    body_template) if d.start_from_teacher else None)
+        for s0 in range(0, max(target.shape[0] - window, 0) + 1, max(window // 5, 1)):
+            a0, a1 = int(round(s0 * samples_per_frame)), int(round((s0 + window) * samples_per_frame))
+            if a1 <= clip["audio"].size:
+                init = state[s0 - 1] if (state is not None and s0 > 0) else None
+                windows.append((jnp.asarray(clip["audio"][a0:a1]), target[s0:s0 + window], init, s0))
+    rng = np.random.default_rng(c.seed)
+    losses = []
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("training", total=d.train_steps)
+        for _ in range(d.train_steps):
+            audio, target, init, s0 = windows[int(rng.integers(len(windows)))]
+            carry0 = model.motion.init_carry(avatar, transforms=init, frame=s0)
+            params, opt_state, loss = step(params, opt_state, audio, target, carry0)
+            losses.append(float(loss))
+            progress.update(task, advance=1, description=f"training  L1 {np.mean(losses[-10:]) * 1000:.2f} mm")
+    if not np.isfinite(losses[-1]):
+        raise RuntimeError(f"training diverged (loss {losses[-1]}); lower motion_study.learning_rate")
+
+    # 4. Held-out evaluation: held-out sentences in the held-out voice, back to back (>= motion_study.long_seconds).
+    model = nnx.merge(graphdef, params)
+    inv = np.argsort(order)  # canonical (sorted) index of each figure Gaussian
+    rest_fig = fig.means.astype(np.float64)
+
+    def predict(audio: np.ndarray, frames: int) -> tuple[np.ndarray, object]:
+        """Encode all the audio once, then the motion in chunks with the carry (as the bundle streams)."""
+        driving = jax.jit(lambda a: model.driving(a, frames))(jnp.asarray(audio))
+        gd, st = nnx.split(model.motion)
+        out = stream_motion(gd, st, driving, d.eval_chunk)
+        return np.asarray(out.means)[:, inv], out
+
+    def stream_motion(gd, st, driving, chunk):
+        run_chunk = jax.jit(lambda s_, dr, ca: forward(gd, s_, avatar, dr, ca))
+        carry, outs = None, []
+        for s_ in range(0, driving.shape[0], chunk):
+            out, carry = run_chunk(st, driving[s_:s_ + chunk], carry)
+            outs.append(out)
+        return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0), *outs)
+
+    long = long_clip(r, texts_held, voices[-1], c.audio.fps, c.seed + 200, d.long_seconds)
+    frames_long = long["means"].shape[0]
+    pred_long, _ = predict(long["audio"], frames_long)
+    teacher_long = long["means"]
+    constant = np.median(np.concatenate([np.asarray(cl["means"]) for cl in train]), axis=0)  # audio-blind pose
+    regions = scores.region_errors(pred_long, teacher_long, constant, rest_fig, r.region, SCORED_REGIONS)
+    upper, lower = lip_sets(r)
+    gap_model = scores.lip_gap(pred_long, rest_fig, upper, lower)
+    gap_teacher = scores.lip_gap(teacher_long, rest_fig, upper, lower)
+    silent = scores.silent_frames(long["audio"], frames_long, int(samples_per_frame))
+    lips = scores.lip_scores(gap_model, gap_teacher, silent)
+    ten_s = int(round(10 * c.audio.fps))
+    drift = scores.drift(pred_long, rest_fig, ten_s)
+    teacher_drift = scores.drift(teacher_long, rest_fig, ten_s)
+
+    console.print(f"held-out speech, {frames_long / c.audio.fps:.0f} s ({long['sentences']} sentences, "
+                  f"{voices[-1]}): per region error vs teacher (mm) and motion explained")
+    for name, v in regions.items():
+        console.print(f"  {name:6s} model {v['model_mm']:6.2f}  constant pose {v['constant_mm']:6.2f}  "
+                      f"rest {v['rest_mm']:6.2f}  explained {v['explained']:+.2f} vs constant "
+                      f"{v['constant_explained']:+.2f}")
+    console.print(f"  lip gap: amplitude {lips['amplitude_ratio']:.2f} of the teacher's, correlation "
+                  f"{lips['correlation']:.2f}; mouth closed in {lips['closed_in_silence'] * 100:.0f} % of "
+                  f"{lips['silent_frames']} silent frames (teacher {lips['teacher_closed_in_silence'] * 100:.0f} %)")
+    console.print(f"  drift: mean displacement {drift['first_mm']:.2f} mm (first 10 s) -> {drift['last_mm']:.2f} mm "
+                  f"(last 10 s), ratio {drift['ratio']:.2f} (teacher {teacher_drift['ratio']:.2f}); "
+                  f"max {drift['max_mm']:.1f} mm")
+    frames = held_out["means"].shape[0]
+    pred, predicted = predict(held_out["audio"], frames)
+    target = np.asarray(held_out["means"])
+    err_model = float(np.abs(pred - target).mean())
+    err_still = float(np.abs(rest_fig[None] - target).mean())
+    sync = float(np.corrcoef(scores.lip_gap(target, rest_fig, upper, lower),
+                             scores.lip_gap(pred, rest_fig, upper, lower))[0, 1])
+
+    # 5. Render model | teacher side by side with the held-out audio.
+    cam = synthetic.frame_camera(r, d.size, d.framing)
+    capacity = synthetic.render_capacity(r, cam)
+    draw = jax.jit(lambda m, q: render(m, q, jnp.exp(avatar.log_scales), jax.nn.sigmoid(avatar.opacity_logits),
+                                       avatar.colors, cam, background=(0.92, 0.92, 0.9), capacity=capacity).rgb)
+    teacher_means, teacher_quats = np.asarray(held_out["means"])[:, order], np.asarray(held_out["quats"])[:, order]
+    video = []
+    for t in range(frames):
+        left = draw(predicted.means[t], predicted.quats[t])
+        right = draw(jnp.asarray(teacher_means[t]), jnp.asarray(teacher_quats[t]))
+        video.append(np.concatenate([np.asarray(left), np.asarray(right)], axis=1))
+    video = np.stack(video)
+    write_video(os.path.join(out_dir, "talking.mp4"), video, c.audio.fps, held_out["audio"], SAMPLE_RATE)
+    picks = np.linspace(0, frames - 1, min(6, frames)).astype(int)
+    iio.imwrite(os.path.join(out_dir, "frames.png"),
+                (np.clip(np.concatenate(list(video[picks]), axis=0), 0, 1) * 255).astype(np.uint8))
+    metrics = dict(
+        held_out_text=held_out["text"], held_out_voice=held_out["voice"], frames=frames,
+        train_steps=d.train_steps, final_train_l1_m=float(np.mean(losses[-10:])), first_train_l1_m=losses[0],
+        held_out_l1_model_m=err_model, held_out_l1_standing_still_m=err_still,
+        motion_explained=1.0 - err_model / err_still if err_still > 0 else 0.0,
+        mouth_opening_correlation=sync, seconds=time.perf_counter() - start,
+        long_held_out=dict(seconds=frames_long / c.audio.fps, sentences=long["sentences"], regions=regions,
+                           lips=lips, drift=drift, teacher_drift=teacher_drift),
+    )
+    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+    console.print(
+        f"trained {d.train_steps} steps: L1 {losses[0] * 1000:.2f} -> {metrics['final_train_l1_m'] * 1000:.2f} mm; "
+        f"held-out L1 {err_model * 1000:.2f} mm vs {err_still * 1000:.2f} mm standing still; "
+        f"mouth-opening correlation {sync:.2f}"
+    )
+    console.print(f"wrote {out_dir}/talking.mp4, frames.png, metrics.json in {metrics['seconds']:.0f}s")
+    return 0
