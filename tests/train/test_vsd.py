@@ -180,3 +180,85 @@ def test_per_device_teacher_memory_falls_as_fsdp_x_model_grows():
     assert per_device[0] >= full  # fsdp x model = 1: the whole teacher on every device
     assert all(a > b for a, b in zip(per_device, per_device[1:], strict=False)), per_device
     assert per_device[-1] < 0.3 * per_device[0], per_device
+
+
+# ---------------------------------------------------------------- variational form (a LoRA score of the student)
+
+
+def test_variational_gradient_uses_the_lora_score_and_the_score_learns_the_renders(setup):
+    """Variational VSD: the hook's gradient is autodiff of ``sum(sg(w (eps_hat - eps_phi)) z) / z.size``; with the
+    LoRA at zero and no guidance eps_phi is the teacher's own eps-hat, so the gradient is 0; AdamW steps of the
+    score on the renders lower its denoising loss, change only the LoRA, and then the gradient is no longer 0."""
+    teacher, vae, text, frames, audio = setup
+    settings = vsd.VSDSettings(text_scale=1.0, audio_scale=1.0, variational=True, lora_rank=2, lora_lr=1e-2)
+    teacher = nnx.clone(teacher)
+    distiller, params = vsd.split_teacher(teacher, vae, text, text, settings)
+    score = vsd.init_score(teacher, distiller)
+    assert distiller.variational and jax.tree.leaves(score.lora)
+    assert not jax.tree.leaves(nnx.state(nnx.merge(distiller.denoiser_def, params.denoiser), nnx.LoRAParam))
+
+    plain, _ = vsd.split_teacher(nnx.merge(distiller.denoiser_def, params.denoiser), vae, text, text,
+                                 vsd.VSDSettings())
+
+    @jax.jit
+    def grads(params, score, frames, audio):
+        g_hook = jax.grad(lambda r: losses.vsd_term(r, distiller.hook(params, audio, jnp.int32(4), score)))(frames)
+        g_sds = jax.grad(lambda r: losses.vsd_term(r, plain.hook(params, audio, jnp.int32(4))))(frames)
+        t = nnx.merge(distiller.denoiser_def, params.denoiser)
+        phi = distiller.score_model(params, score)
+        cond = Conditions(text=jnp.broadcast_to(text, (B, *text.shape[1:])), null_text=text,
+                          audio=vsd.teacher_audio(audio, T, settings.n_mels, settings.fps))
+        key = jax.random.fold_in(jax.random.key(settings.seed), 4)
+
+        def surrogate(r):
+            z = vae.normalize(vae.latent_mean(r * 2.0 - 1.0))
+            k_tau, k_eps = jax.random.split(key)
+            tau = jax.random.uniform(k_tau, (B,), minval=settings.tau_min, maxval=settings.tau_max)
+            x = schedules.add_noise(t.schedule, jax.lax.stop_gradient(z), jax.random.normal(k_eps, z.shape), tau)
+            diff = t.epsilon(x, tau, cond, 1.0, 1.0) - vsd.score_epsilon(phi, x, tau, cond)
+            w = vsd.weight(t.schedule, tau, settings.weighting)[:, None, None, None, None]
+            return jnp.sum(jax.lax.stop_gradient(w * diff) * z) / z.size
+
+        return g_hook, jax.grad(surrogate)(frames), g_sds
+
+    g0, _, sds = grads(params, score, frames, audio)
+    assert float(jnp.abs(sds).max()) > 1e-6
+    assert float(jnp.abs(g0).max()) < 1e-5 * float(jnp.abs(sds).max())  # eps_phi = eps_hat at the start
+
+    update = jax.jit(distiller.update_score)
+    history = []
+    for _ in range(6):  # the same renders each step: the score learns their latents' noise
+        score, loss = update(params, score, frames, audio, jnp.int32(0))
+        history.append(float(loss))
+    assert history[-1] < 0.9 * history[0], history
+    changed = [float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(score.lora),
+                                                          jax.tree.leaves(vsd.init_score(teacher, distiller).lora),
+                                                          strict=True)]
+    assert max(changed) > 1e-4
+    g_hook, g_auto, _ = grads(params, score, frames, audio)
+    scale = float(jnp.abs(g_auto).max())
+    assert scale > 1e-3 * float(jnp.abs(sds).max())
+    np.testing.assert_allclose(np.asarray(g_hook), np.asarray(g_auto), atol=1e-5 * scale, rtol=0)
+
+
+def test_fold_lora_keeps_the_teacher_function(setup):
+    """A teacher that carries attention LoRA (the OmniAvatar recipe) is folded into its kernels before the
+    variational score adds its own: the same eps-hat, and no LoRA left."""
+    from avatar_jax.teacher.dit import add_lora
+
+    teacher, _, text, _, _ = setup
+    teacher = nnx.clone(teacher)
+    x = jax.random.normal(jax.random.key(5), (B, 2, 4, 4, 4))
+    tau = jnp.full((B,), 0.5)
+    cond = Conditions(text=jnp.broadcast_to(text, (B, *text.shape[1:])), null_text=text)
+    plain = teacher.epsilon(x, tau, cond)
+    add_lora(teacher.dit, 2, rngs=nnx.Rngs(3))
+    lora = nnx.state(teacher, nnx.LoRAParam)
+    lora = jax.tree.map(lambda v: 0.2 * jax.random.normal(jax.random.key(v.size), v.shape), lora)
+    nnx.update(teacher, lora)
+    before = teacher.epsilon(x, tau, cond)
+    assert float(jnp.abs(before - plain).max()) > 1e-3 * float(jnp.abs(plain).max())  # the LoRA matters
+    vsd.fold_lora(teacher)
+    assert not jax.tree.leaves(nnx.state(teacher, nnx.LoRAParam))
+    after = teacher.epsilon(x, tau, cond)
+    np.testing.assert_allclose(np.asarray(after), np.asarray(before), atol=1e-5 * float(jnp.abs(before).max()))
