@@ -152,6 +152,9 @@ def defaults() -> ml_collections.ConfigDict:
     c.vsd.audio_scale = 1.0
     c.vsd.weighting = "sigma2"  # w(tau): uniform | sigma2 | snr
     c.vsd.seed = 0
+    c.vsd.variational = False  # VSD proper: eps -> a LoRA score of the student's renders, trained alongside
+    c.vsd.lora_rank = 4  # the variational score's LoRA on every attention projection of the teacher
+    c.vsd.lora_lr = 1e-3
 
     # The audio-driven video teacher trained on CPU (configs/teacher_tiny.py; avatar_jax/teacher/tiny.py).
     # Labelled everywhere as a tiny synthetic-data teacher, not Wan2.1.
