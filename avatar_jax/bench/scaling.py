@@ -9,6 +9,11 @@ temporary and output bytes (compiled memory analysis), FLOPs (cost analysis), co
 of all-gather / all-reduce / reduce-scatter / all-to-all / collective-permute in the compiled HLO text; ops in
 loop bodies count once), whether it fits HBM, and per teacher the smallest slice that fits.
 
+Every finished compile is appended to ``OUT/bench_scaling_rows.jsonl`` with its settings; a rerun with the same
+settings reuses those rows (a 14B compile takes tens of minutes on a small CPU), so the report can be built up
+over several runs. ``data_axis_flops`` lists, per teacher and chip, rows that differ only in the ``data`` axis
+with ``flops x N`` relative to the smallest such slice (1.0 = per-device FLOPs fall exactly as 1/N).
+
 The student (its params, Adam moments and render) is omitted: a few MB next to the teacher. The global batch
 is fixed (``bench.scaling_batch`` clips of ``bench.scaling_frames`` frames at ``bench.scaling_size``^2), so
 per-device FLOPs should fall as ``1/(data x fsdp x model)``. Mesh for ``N`` chips: ``model = 4`` (divides the
@@ -22,6 +27,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 HBM_GIB = {"TPU v5 lite": 16.0, "TPU v5": 95.0, "TPU v5p": 95.0}
 CPU_DEVICES = (1, 2, 4, 8)
@@ -123,6 +129,7 @@ def compile_case(case: dict, config) -> dict:
     shardings = vsd.teacher_shardings(mesh, params)
     lowered = vsd.lower_frame_gradient(distiller, params, shardings, mesh, frames, frames[1] * 640)
     kind = devices[0].device_kind
+    tic = time.perf_counter()
     try:
         compiled = lowered.compile()
     except Exception as e:  # the TPU compiler refuses a program that overflows HBM: that is "does not fit"
@@ -132,7 +139,8 @@ def compile_case(case: dict, config) -> dict:
         used_bytes = int(float(used.group(1)) * _UNIT[used.group(2)])
         return dict(case, device_kind=kind, devices=len(devices), mesh=shape, frames=list(frames),
                     argument_bytes=_argument_bytes(params, shardings), total_bytes=used_bytes,
-                    hbm_gib=HBM_GIB.get(kind), fits=False, compile_error=str(e).strip().splitlines()[0][:300])
+                    hbm_gib=HBM_GIB.get(kind), fits=False, compile_error=str(e).strip().splitlines()[0][:300],
+                    compile_s=time.perf_counter() - tic)
     mem = compiled.memory_analysis()
     cost = compiled.cost_analysis() or {}
     cost = cost[0] if isinstance(cost, list) else cost
@@ -142,7 +150,8 @@ def compile_case(case: dict, config) -> dict:
                 argument_bytes=int(mem.argument_size_in_bytes), temp_bytes=int(mem.temp_size_in_bytes),
                 output_bytes=int(mem.output_size_in_bytes), total_bytes=int(total),
                 flops=float(cost.get("flops", 0.0)), collective_bytes=collective_bytes(compiled.as_text()),
-                hbm_gib=hbm, fits=None if hbm is None else bool(total <= hbm * 2 ** 30))
+                hbm_gib=hbm, fits=None if hbm is None else bool(total <= hbm * 2 ** 30),
+                compile_s=time.perf_counter() - tic)
 
 
 def _subprocess(case: dict, overrides: list[str], timeout: float) -> dict:
@@ -194,39 +203,103 @@ def smallest_fitting(rows: list[dict]) -> dict[str, str | None]:
     return out
 
 
+def data_axis_flops(rows: list[dict]) -> list[dict]:
+    """Per teacher and chip kind, compiled rows with the same ``fsdp x model`` and different ``data``:
+    ``flops_x_chips`` relative to the smallest slice of the group (1.0 = per-device FLOPs exactly 1/N)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if "flops" not in r or not r.get("topology"):
+            continue
+        key = (r["teacher"], r["topology"].split(":")[0], r["mesh"]["fsdp"], r["mesh"]["model"])
+        groups.setdefault(key, []).append(r)
+    out = []
+    for (teacher, chip, fsdp, model), group in sorted(groups.items()):
+        group = sorted(group, key=lambda r: r["devices"])
+        if len({r["mesh"]["data"] for r in group}) < 2:
+            continue
+        base = group[0]
+        for r in group:
+            out.append(dict(teacher=teacher, chip=chip, fsdp=fsdp, model=model, data=r["mesh"]["data"],
+                            chips=r["devices"], flops=r["flops"],
+                            flops_x_chips=r["flops"] * r["devices"] / (base["flops"] * base["devices"])))
+    return out
+
+
 def plot(rows: list[dict], path: str) -> None:
+    """Left: per-chip memory (total needed, compiler refusals included; parameters + inputs) against HBM.
+    Right: per-chip FLOPs of the compiled rows with the ideal ``1/N`` from each series' smallest slice."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_mem, ax_flops) = plt.subplots(1, 2, figsize=(11, 4))
-    for teacher in ("1.3B", "14B"):
-        for chip in ("v5e", "v5p"):
-            pts = sorted((r["devices"], r) for r in rows
-                         if r["teacher"] == teacher and (r.get("topology") or "").startswith(chip) and "flops" in r)
-            if not pts:
-                continue
-            n = [p[0] for p in pts]
-            label = f"{teacher} on {chip}"
-            ax_mem.plot(n, [p[1]["argument_bytes"] / 2 ** 30 for p in pts], "o-", label=f"{label}: arguments")
-            ax_mem.plot(n, [p[1]["temp_bytes"] / 2 ** 30 for p in pts], "x--", label=f"{label}: temporaries")
-            ax_flops.plot(n, [p[1]["flops"] for p in pts], "o-", label=label)
-            ax_flops.plot(n, [pts[0][1]["flops"] * pts[0][0] / k for k in n], ":", color="grey")
-    for hbm, name in ((16, "v5e HBM"), (95, "v5p HBM")):
-        ax_mem.axhline(hbm, color="red", lw=0.8, ls=":")
-        ax_mem.text(1, hbm, name, color="red", fontsize=7, va="bottom")
+    fig, (ax_mem, ax_flops) = plt.subplots(1, 2, figsize=(11, 4.2))
+    colours = {("1.3B", "v5e"): "tab:blue", ("14B", "v5e"): "tab:red", ("1.3B", "v5p"): "tab:cyan",
+               ("14B", "v5p"): "tab:orange"}
+    for (teacher, chip), colour in colours.items():
+        pts = sorted((r["devices"], r) for r in rows if r["teacher"] == teacher and "error" not in r
+                     and (r.get("topology") or "").startswith(chip))
+        if not pts:
+            continue
+        n = [p[0] for p in pts]
+        label = f"{teacher} on {chip}"
+        ax_mem.plot(n, [p[1]["total_bytes"] / 2 ** 30 for p in pts], "o-", color=colour, label=f"{label}: total")
+        ax_mem.plot(n, [p[1]["argument_bytes"] / 2 ** 30 for p in pts], "x--", color=colour,
+                    label=f"{label}: params + inputs")
+        refused = [p for p in pts if "compile_error" in p[1]]
+        if refused:
+            ax_mem.plot([p[0] for p in refused], [p[1]["total_bytes"] / 2 ** 30 for p in refused], "o",
+                        mfc="none", mec="k", ms=9)
+        done = [p for p in pts if "flops" in p[1]]
+        if done:
+            ax_flops.plot([p[0] for p in done], [p[1]["flops"] for p in done], "o-", color=colour, label=label)
+            n0, f0 = done[0][0], done[0][1]["flops"]
+            ax_flops.plot([p[0] for p in done], [f0 * n0 / p[0] for p in done], ":", color=colour)
+    for hbm, name in ((16, "v5e HBM 16 GiB"), (95, "v5p HBM 95 GiB")):
+        ax_mem.axhline(hbm, color="grey", lw=0.8, ls=":")
+        ax_mem.text(4, hbm * 1.05, name, color="grey", fontsize=7, va="bottom")
     for ax in (ax_mem, ax_flops):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("chips")
         ax.legend(fontsize=6)
-    ax_mem.set_ylabel("GiB per chip")
-    ax_flops.set_ylabel("FLOPs per chip (grey: ideal 1/N)")
-    fig.suptitle("VSD distillation step (teacher side), AOT-compiled for TPU topologies")
+    ax_mem.set_ylabel("GiB per chip (ringed: refused by the compiler)")
+    ax_flops.set_ylabel("FLOPs per chip (dotted: ideal 1/N)")
+    fig.suptitle("VSD step, teacher side (bf16 Wan2.1 + VAE, 64 clips x 17 frames at 256^2), AOT-compiled for TPU",
+                 fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+ROWS_FILE = "bench_scaling_rows.jsonl"
+
+
+def settings_of(config) -> dict:
+    """What a compile depends on besides its case (the row cache's key)."""
+    bc = config.bench
+    return {"batch": int(bc.scaling_batch), "frames": int(bc.scaling_frames), "size": int(bc.scaling_size),
+            "remat": str(bc.scaling_remat)}
+
+
+def _key(case: dict, settings: dict) -> str:
+    return json.dumps({"teacher": case["teacher"], "devices": case.get("devices") if not case.get("topology") else None,
+                       "topology": case.get("topology"), **settings}, sort_keys=True)
+
+
+def load_rows(path: str) -> dict[str, dict]:
+    """The row cache: key -> row (later lines win; unreadable lines are skipped)."""
+    out = {}
+    if not os.path.exists(path):
+        return out
+    with open(path) as f:
+        for line in f:
+            try:
+                entry = json.loads(line)
+                out[_key(entry["row"], entry["settings"])] = entry["row"]
+            except (ValueError, KeyError, TypeError):
+                continue
+    return out
 
 
 def run(config, out_dir: str) -> dict:
@@ -234,10 +307,18 @@ def run(config, out_dir: str) -> dict:
     for key in ("scaling_batch", "scaling_frames", "scaling_size", "scaling_remat", "scaling_timeout"):
         overrides.append(f"bench.{key}={config.bench[key]}")
     rows = []
+    settings = settings_of(config)
+    cache_path = os.path.join(out_dir, ROWS_FILE)
+    cached = {} if config.bench.quick else load_rows(cache_path)
     print(f"{'teacher':>7} {'target':>10} {'chips':>5} {'mesh':>12} {'args GiB':>9} {'temp GiB':>9} {'TFLOP':>8} "
           f"{'coll GiB':>9} fits", flush=True)
     for case in cases(config):
-        row = _subprocess(case, overrides, float(config.bench.scaling_timeout))
+        row = cached.get(_key(case, settings))
+        if row is None:
+            row = _subprocess(case, overrides, float(config.bench.scaling_timeout))
+            if "error" not in row and not config.bench.quick:
+                with open(cache_path, "a") as f:
+                    f.write(json.dumps({"settings": settings, "row": row}) + "\n")
         rows.append(row)
         target = case["topology"] or f"cpu:{case['devices']}"
         if "error" in row:
@@ -253,7 +334,11 @@ def run(config, out_dir: str) -> dict:
         print(f"{row['teacher']:>7} {target:>10} {row['devices']:>5} {mesh:>12} {row['argument_bytes'] / 2**30:9.3f} "
               f"{row['temp_bytes'] / 2**30:9.3f} {row['flops'] / 1e12:8.3f} "
               f"{sum(row['collective_bytes'].values()) / 2**30:9.3f} {row['fits']}", flush=True)
-    result = {"rows": rows, "smallest_fitting_slice": smallest_fitting(rows)}
+    result = {"rows": rows, "smallest_fitting_slice": smallest_fitting(rows), "data_axis_flops": data_axis_flops(rows),
+              "settings": settings}
+    for r in result["data_axis_flops"]:
+        print(f"{r['teacher']} on {r['chip']}, fsdp {r['fsdp']} x model {r['model']}: data {r['data']} "
+              f"({r['chips']} chips) flops x chips = {r['flops_x_chips']:.3f} of the smallest slice's", flush=True)
     if any(r.get("topology") and "error" not in r for r in rows):
         path = os.path.join(out_dir, "bench_scaling.png")
         plot(rows, path)

@@ -48,3 +48,40 @@ def test_compile_case_in_a_subprocess(case):
     else:
         assert row["devices"] == 8 and row["fits"] is None and row["mesh"] == {"data": 1, "fsdp": 2, "model": 4}
     assert sum(row["collective_bytes"].values()) > 0  # the teacher's shards are gathered / reduced
+
+
+def _row(teacher, topology, devices, mesh, flops=None, total=10.0):
+    row = {"teacher": teacher, "topology": topology, "devices": devices, "mesh": dict(zip(("data", "fsdp", "model"),
+                                                                                          mesh, strict=True)),
+           "argument_bytes": 2 ** 30, "total_bytes": int(total * 2 ** 30), "hbm_gib": 16.0}
+    if flops is None:
+        row.update(fits=False, compile_error="RESOURCE_EXHAUSTED: ... exceeds available HBM")
+    else:
+        row.update(flops=flops, temp_bytes=2 ** 31, fits=total <= 16.0)
+    return row
+
+
+def test_data_axis_flops_compare_slices_that_differ_only_in_data(tmp_path):
+    rows = [_row("1.3B", "v5e:8x8", 64, (1, 16, 4), flops=4e12),
+            _row("1.3B", "v5e:16x16", 256, (4, 16, 4), flops=1.1e12),
+            _row("1.3B", "v5e:4x4", 16, (1, 4, 4), total=20.0),  # refused: no FLOPs, not in the comparison
+            _row("14B", "v5e:8x8", 64, (1, 16, 4), flops=9e12)]  # alone in its group
+    got = scaling.data_axis_flops(rows)
+    assert [(r["teacher"], r["data"], r["chips"]) for r in got] == [("1.3B", 1, 64), ("1.3B", 4, 256)]
+    assert got[0]["flops_x_chips"] == 1.0 and abs(got[1]["flops_x_chips"] - 1.1) < 1e-12
+    assert scaling.smallest_fitting(rows) == {"1.3B": "v5e:8x8", "14B": "v5e:8x8"}
+    scaling.plot(rows, str(tmp_path / "p.png"))
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_row_cache_is_keyed_by_case_and_settings(tmp_path):
+    config = load_config("tiny", [])
+    settings = scaling.settings_of(config)
+    row = _row("14B", "v5e:16x16", 256, (4, 16, 4), flops=1e12)
+    path = tmp_path / scaling.ROWS_FILE
+    path.write_text(json.dumps({"settings": settings, "row": row}) + "\nnot json\n")
+    cached = scaling.load_rows(str(path))
+    case = {"teacher": "14B", "devices": None, "topology": "v5e:16x16"}
+    assert cached[scaling._key(case, settings)] == row
+    assert scaling._key(case, {**settings, "batch": 32}) not in cached  # other settings: compiled again
+    assert scaling._key({**case, "teacher": "1.3B"}, settings) not in cached
