@@ -8,10 +8,10 @@ template joints, so the mouth can only open by rotating the jaw and hands only s
 That is the bottleneck the audio-driven model is meant to remove, trained with the same losses, data
 and step budget (``model.kind=pose_driven`` in ``avatar-jax train``).
 
-The template is fitted to the canonical avatar once, in numpy (:func:`talking_template`), the way a
-body fit would give it: root, neck and shoulders from the body parts
-(:func:`avatar_jax.model.canonical.upper_body_template`) plus a jaw joint whose region is the lower
-face below the mouth (the mouth from the avatar's face landmarks when it has them).
+The template is fitted to the canonical avatar's geometry (:func:`talking_template`, traceable: an avatar
+without a 5-joint template gets it inside the forward pass), the way a body fit would give it: root, neck
+and shoulders from the body parts (the rules of :func:`avatar_jax.model.canonical.upper_body_template`)
+plus a jaw joint whose region is the lower front face below the mouth line.
 
 The pose net sees a causal window of ``model.pose_window`` driving tokens per frame (a temporal
 convolution of that width, then a hidden layer); its output layer starts at zero, so a fresh baseline
@@ -31,71 +31,69 @@ from avatar_jax.errors import ConfigError
 from avatar_jax.geometry import se3
 from avatar_jax.model import body_skinning, skinning
 from avatar_jax.model.avatar import Carry, FrameGaussians
-from avatar_jax.model.canonical import PART_FACE, CanonicalAvatar, upper_body_template
+from avatar_jax.model.canonical import PART_FACE, PART_HANDS, CanonicalAvatar
 from avatar_jax.model.driving import DrivingEncoder
 
 JOINTS = ("root", "neck", "jaw", "left_shoulder", "right_shoulder")
 PARENTS = np.array([-1, 0, 1, 0, 0], np.int32)
 ROOT, NECK, JAW, SHOULDER_L, SHOULDER_R = range(len(JOINTS))
 MODEL_KINDS = ("audio_driven", "pose_driven")
-# Face-mesh rows (MediaPipe 478) in the template landmark order (pose 33 first): inner lips, mouth corners.
-_UPPER_LIP, _LOWER_LIP, _CORNER_L, _CORNER_R = (33 + i for i in (13, 14, 61, 291))
 
 
-def _sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-np.clip(x, -50.0, 50.0)))
+def talking_template(means: jax.Array, part: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """The baseline's 5-joint template fitted to a part-labelled avatar (subject facing -z, y up); traceable.
 
-
-def talking_template(means: np.ndarray, part: np.ndarray, landmarks: np.ndarray | None = None
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The baseline's 5-joint template fitted to a part-labelled avatar (subject facing -z, y up).
-
-    ``means (N,3)``, ``part (N,)``, optional rest landmarks ``(553,3)`` in template order (NaN rows:
-    undefined) -> ``pivots (5,3)``, ``parents (5,)``, ``index (N,5)``, ``weight (N,5)`` (rows sum to 1).
-    The jaw takes the face Gaussians below the mouth line and in front of the face's centre, blended
-    over 15 % of the mouth width; its pivot sits above and behind the mouth, as a jaw hinge does.
+    ``means (N,3)``, ``part (N,)`` -> ``pivots (5,3)``, ``parents (5,)``, ``index (N,5)``, ``weight (N,5)``
+    (rows sum to 1). Root, neck and shoulders as :func:`avatar_jax.model.canonical.upper_body_template`
+    places them; the jaw takes the face Gaussians below the mouth line (a face's proportions: 38 % of the
+    face's half-height below its centre) and in front of the face's centre, blended over 15 % of the
+    mouth width; its pivot sits above and behind the mouth, as a jaw hinge does.
     """
-    means, part = np.asarray(means, np.float64), np.asarray(part)
-    if means.ndim != 2 or means.shape[1] != 3 or part.shape != means.shape[:1]:
-        raise ValueError(f"talking_template needs means (N,3) and part (N,), got {means.shape} and {part.shape}")
-    face = means[part == PART_FACE]
-    if len(face) < 4:
-        raise ValueError(f"the avatar has {len(face)} face Gaussians; the jaw joint needs at least 4")
-    base_pivots, _, _, base_w = upper_body_template(means, part)
-    lo, hi = np.percentile(face, 1, axis=0), np.percentile(face, 99, axis=0)
+    means = jnp.asarray(means, jnp.float32)
+    part = jnp.asarray(part)
+    x, y, z = means[:, 0], means[:, 1], means[:, 2]
+    face, hands = part == PART_FACE, part == PART_HANDS
+    nan = jnp.nan
+
+    def sig(v, soft):
+        return jax.nn.sigmoid(jnp.clip(v / soft, -50.0, 50.0))
+
+    # root, neck, shoulders (upper_body_template's rules, with masks instead of selections)
+    cx = jnp.median(x)
+    neck = jnp.stack([cx, jnp.nanpercentile(jnp.where(face, y, nan), 2), jnp.nanmedian(jnp.where(face, z, nan))])
+    shoulders = []
+    for side in (-1.0, 1.0):
+        on_side = hands & ((x - cx) * side > 0)
+        hx = jnp.where(on_side.any(), jnp.nanmedian(jnp.where(on_side, x, nan)), cx + side * 0.2)
+        shoulders.append(jnp.stack([cx + 0.6 * (hx - cx), neck[1] - 0.08, neck[2]]))
+    root = jnp.stack([cx, jnp.min(y), neck[2]])
+    soft = 0.03
+    head = jnp.where(face, 1.0, jnp.where(hands, 0.0, sig(y - neck[1], soft)))
+    arm = jnp.where(hands, 1.0, (1 - head) * sig(jnp.abs(x - cx) - 0.6 * jnp.abs(shoulders[1][0] - cx), soft))
+    left = x < cx
+    # the jaw: lower front face
+    fx, fy, fz = (jnp.where(face, v, nan) for v in (x, y, z))
+    lo = jnp.stack([jnp.nanpercentile(v, 1) for v in (fx, fy, fz)])
+    hi = jnp.stack([jnp.nanpercentile(v, 99) for v in (fx, fy, fz)])
     c, r = 0.5 * (lo + hi), 0.5 * (hi - lo)
-    mouth = None
-    if landmarks is not None:
-        lm = np.asarray(landmarks, np.float64)
-        rows = lm[[_UPPER_LIP, _LOWER_LIP, _CORNER_L, _CORNER_R]] if lm.shape[0] > _CORNER_R else None
-        # undefined landmark rows (zeros) lie off the face: then the face's proportions place the mouth
-        inside = rows is not None and np.isfinite(rows).all() and bool(
-            np.all((rows[:, :2] >= lo[:2] - r[:2]) & (rows[:, :2] <= hi[:2] + r[:2])))
-        if inside:
-            mouth = (0.5 * (rows[0] + rows[1]), float(np.abs(rows[3, 0] - rows[2, 0])))
-    if mouth is None:  # proportions of a face: the mouth line ~40 % of the half-height below the centre
-        mouth = (np.array([c[0], c[1] - 0.38 * r[1], lo[2]]), 0.6 * float(r[0]))
-    (mx, my, _), width = mouth
-    soft = max(0.15 * width, 1e-4)
-    jaw = np.where(part == PART_FACE, _sigmoid((my - means[:, 1]) / soft) * _sigmoid((c[2] - means[:, 2]) / soft),
-                   0.0)
-    head = base_w[:, 1].astype(np.float64)
-    w = np.zeros((len(means), len(JOINTS)))
-    w[:, ROOT] = base_w[:, 0]
-    w[:, NECK], w[:, JAW] = head * (1.0 - jaw), head * jaw
-    w[:, SHOULDER_L], w[:, SHOULDER_R] = base_w[:, 2], base_w[:, 3]
-    w /= w.sum(1, keepdims=True)
-    jaw_pivot = np.array([mx, my + 0.25 * r[1], c[2] + 0.2 * r[2]])
-    pivots = np.stack([base_pivots[0], base_pivots[1], jaw_pivot, base_pivots[2], base_pivots[3]])
-    index = np.broadcast_to(np.arange(len(JOINTS), dtype=np.int32), w.shape).copy()
-    return pivots.astype(np.float32), PARENTS.copy(), index, w.astype(np.float32)
+    mouth_y, jaw_soft = c[1] - 0.38 * r[1], jnp.maximum(0.15 * 0.6 * r[0], 1e-4)
+    jaw = jnp.where(face, sig(mouth_y - y, jaw_soft) * sig(c[2] - z, jaw_soft), 0.0)
+    w = jnp.stack([jnp.zeros_like(head), head * (1 - jaw), head * jaw, arm * left, arm * ~left], 1)
+    w = w.at[:, ROOT].set(jnp.clip(1.0 - w[:, 1:].sum(1), 0.0, 1.0))
+    w = w / w.sum(1, keepdims=True)
+    jaw_pivot = jnp.stack([c[0], mouth_y + 0.25 * r[1], c[2] + 0.2 * r[2]])
+    pivots = jnp.stack([root, neck, jaw_pivot, shoulders[0], shoulders[1]])
+    index = jnp.broadcast_to(jnp.arange(len(JOINTS), dtype=jnp.int32), w.shape)
+    return pivots, jnp.asarray(PARENTS), index, w
 
 
-def with_talking_template(avatar: CanonicalAvatar, landmarks: np.ndarray | None = None) -> CanonicalAvatar:
+def with_talking_template(avatar: CanonicalAvatar) -> CanonicalAvatar:
     """``avatar`` carrying :func:`talking_template` as its joint template (what the baseline skins with)."""
-    pivots, parents, index, weight = talking_template(np.asarray(avatar.means), np.asarray(avatar.part), landmarks)
-    return dataclasses.replace(avatar, joint_pivots=jnp.asarray(pivots), joint_parents=jnp.asarray(parents),
-                               joint_index=jnp.asarray(index), joint_weight=jnp.asarray(weight))
+    if avatar.part_counts is not None and avatar.part_counts[PART_FACE] < 4:
+        raise ValueError(f"the avatar has {avatar.part_counts[PART_FACE]} face Gaussians; the jaw joint needs >= 4")
+    pivots, parents, index, weight = talking_template(avatar.means, avatar.part)
+    return dataclasses.replace(avatar, joint_pivots=pivots, joint_parents=parents, joint_index=index,
+                               joint_weight=weight)
 
 
 def model_kind(model_config) -> str:
@@ -147,9 +145,7 @@ class PoseDrivenAvatar(nnx.Module):
         if driving.ndim != 2 or driving.shape[-1] != self.d_model:
             raise ValueError(f"driving tokens must be (T, {self.d_model}), got {driving.shape}")
         if avatar.joint_pivots is None or avatar.joint_pivots.shape[0] != len(JOINTS):
-            got = 0 if avatar.joint_pivots is None else avatar.joint_pivots.shape[0]
-            raise ValueError(f"the pose-driven baseline needs the avatar's {len(JOINTS)}-joint talking template "
-                             f"({', '.join(JOINTS)}; pose_driven.with_talking_template), got {got} joints")
+            avatar = with_talking_template(avatar)  # fitted here (traced: cheap next to the render)
         carry = self.init_carry(avatar) if carry is None else carry
         t = driving.shape[0]
         rot, history, valid = self.rotations(driving.astype(jnp.float32), carry)
