@@ -56,13 +56,7 @@ class RenderSettings:
 
 
 def make_constants(config, avatar: CanonicalAvatar, landmark_rest: np.ndarray | None) -> StepConstants:
-    """Landmark binding from rest points in template order (553,3), ARAP neighbours, both once in numpy.
-
-    ``model.kind=pose_driven``: the avatar gets the baseline's 5-joint talking template (jaw included)."""
-    from avatar_jax.model import pose_driven
-
-    if pose_driven.model_kind(config.model) == "pose_driven":
-        avatar = pose_driven.with_talking_template(avatar, landmark_rest)
+    """Landmark binding from rest points in template order (553,3), ARAP neighbours, both once in numpy."""
     lc = config.loss
     losses.robust_rho(jnp.zeros(()), 1.0, str(lc.kpt_rho))  # a wrong kind is a ConfigError now, not mid-compile
     binding = group = None
