@@ -1,8 +1,8 @@
 """jnp reference of the tile compositing kernels, and the XLA rasterisation path.
 
 Instead of walking each tile's Gaussians one by one (what the Pallas kernels do), this version
-works on whole chunks at once, which is what XLA on a CPU is good at. One ``lax.scan`` walks the
-chunk list in order, ``batch`` chunks per step; a step
+works on whole chunks at once, which is what XLA on a CPU is good at. One loop walks the chunk
+list in order, ``batch`` chunks per step; a step
 
 1. evaluates alpha for every (Gaussian, pixel) pair of its chunks (the only pass over the pairs);
 2. gives every chunk the transmittance ``T0`` in front of it: a segmented exclusive cumulative
@@ -13,9 +13,10 @@ chunk list in order, ``batch`` chunks per step; a step
 
 Early termination needs no sequential state: ``T`` before termination is monotone, so "the pixel
 stops before the Gaussian that would bring T below 1e-4" is exactly "keep Gaussian i iff the
-untruncated product up to and including i is >= 1e-4". Steps past the chunks in use are skipped.
+untruncated product up to and including i is >= 1e-4". The loop stops after the chunks in use;
+colour, depth and final transmittance are accumulated per tile in its carry.
 
-The backward pass is the same scan. With ``g`` the loss gradient of a pixel's (colour, depth),
+The backward pass is the same loop. With ``g`` the loss gradient of a pixel's (colour, depth),
 ``s_i = g . (c_i, z_i)`` and ``Ss_i = sum_{j<=i} w_j s_j`` (``w = alpha T``), the gradient is
 ``dL/dalpha_i = T_i s_i - (Ss_final - Ss_i) / (1 - alpha_i) - gT T_final / (1 - alpha_i)``: the
 colour channels are contracted with ``g`` first, so every per-pair quantity is a scalar, and the
@@ -107,15 +108,15 @@ def _batched(x: jax.Array, batch: int, fill) -> jax.Array:
     return x.reshape((-1, batch) + x.shape[1:])
 
 
-def _scan_batches(step, carry, xs, n_chunks, batch: int, skip_out):
-    """``lax.scan`` of ``step`` over batches of chunks; batches past ``n_chunks`` output ``skip_out``."""
-    nb = xs[0].shape[0]
+def _loop_batches(body, init, n_chunks, num_batches: int, batch: int):
+    """``fori_loop`` of ``body(b, carry)`` over the batches that hold chunks in use (a prefix); the rest never run.
 
-    def body(c, x):
-        b, *rest = x
-        return jax.lax.cond(b * batch < n_chunks, step, lambda c, _: (c, skip_out), c, tuple(rest))
-
-    return jax.lax.scan(body, carry, (jnp.arange(nb),) + tuple(xs))
+    A loop with a dynamic trip count, not a ``scan`` with a skip branch: outputs are accumulated in the
+    carry in place (per-tile sums, ``dynamic_update_slice``), so no stacked outputs have to be
+    allocated, filled for skipped steps, or reduced afterwards (on XLA:CPU that cost ~1/3 of the forward).
+    """
+    used = jnp.minimum(num_batches, (n_chunks + batch - 1) // batch)
+    return jax.lax.fori_loop(0, used, body, init)
 
 
 def _composite_batch(t_run, f, tile, first, tiles_x: int, tiles_per_camera: int, tile_size: int):
@@ -133,14 +134,15 @@ def composited_pairs(feats, chunk_tile, chunk_first, n_chunks, *, tiles_x: int, 
 
     Same arguments as :func:`forward`; for benchmarks (what share of the evaluated pairs does work).
     """
-    def step(t_run, x):
-        f, tile, first = x
-        t_run, a, _, _ = _composite_batch(t_run, f, tile, first, tiles_x, tiles_per_camera, tile_size)
-        return t_run, jnp.sum(a > 0, dtype=jnp.int32)
+    fb, tb, firstb = _batched(feats, batch, 0.0), _batched(chunk_tile, batch, 0), _batched(chunk_first, batch, True)
 
-    xs = (_batched(feats, batch, 0.0), _batched(chunk_tile, batch, 0), _batched(chunk_first, batch, True))
-    init = jnp.ones((tile_size * tile_size,), feats.dtype)
-    return jnp.sum(_scan_batches(step, init, xs, n_chunks, batch, jnp.zeros((), jnp.int32))[1])
+    def body(b, carry):
+        t_run, total = carry
+        t_run, a, _, _ = _composite_batch(t_run, fb[b], tb[b], firstb[b], tiles_x, tiles_per_camera, tile_size)
+        return t_run, total + jnp.sum(a > 0, dtype=jnp.int32)
+
+    init = (jnp.ones((tile_size * tile_size,), feats.dtype), jnp.zeros((), jnp.int32))
+    return _loop_batches(body, init, n_chunks, fb.shape[0], batch)[1]
 
 
 def forward(feats, chunk_tile, chunk_first, n_chunks, *, tiles_x: int, tiles_per_camera: int, num_tiles: int,
@@ -159,23 +161,29 @@ def forward(feats, chunk_tile, chunk_first, n_chunks, *, tiles_x: int, tiles_per
     residual ``t0 (Kc,P)`` (transmittance in front of each chunk).
     """
     assert feats.shape[-1] == NUM_FEATURES
-    kc, _, _ = feats.shape
+    kc = feats.shape[0]
     dtype = feats.dtype
-
-    def step(t_run, x):
-        f, tile, first = x
-        t_run, a, t_excl, t0 = _composite_batch(t_run, f, tile, first, tiles_x, tiles_per_camera, tile_size)
-        cd = jnp.einsum("bcp,bcf->bpf", a * t_excl, f[..., CR:DZ + 1])
-        return t_run, (cd, jnp.prod(1.0 - a, axis=1), t0)
-
-    xs = (_batched(feats, batch, 0.0), _batched(chunk_tile, batch, 0), _batched(chunk_first, batch, True))
     pixels = tile_size * tile_size
-    skip = (jnp.zeros((batch, pixels, 4), dtype), jnp.ones((batch, pixels), dtype), jnp.ones((batch, pixels), dtype))
-    _, (cd, keep, t0) = _scan_batches(step, jnp.ones((pixels,), dtype), xs, n_chunks, batch, skip)
-    cd, keep, t0 = (x.reshape((-1,) + x.shape[2:])[:kc] for x in (cd, keep, t0))
-    tile_cd = jax.ops.segment_sum(cd, chunk_tile, num_segments=num_tiles, indices_are_sorted=True)
-    trans = jax.ops.segment_prod(keep, chunk_tile, num_segments=num_tiles, indices_are_sorted=True)
-    return tile_cd[..., :3], tile_cd[..., 3], trans, t0
+    fb, tb, firstb = _batched(feats, batch, 0.0), _batched(chunk_tile, batch, 0), _batched(chunk_first, batch, True)
+
+    def body(b, carry):
+        t_run, tile_cd, trans, t0_all = carry
+        f, tile, first = fb[b], tb[b], firstb[b]
+        t_run, a, t_excl, t0 = _composite_batch(t_run, f, tile, first, tiles_x, tiles_per_camera, tile_size)
+        w = a * t_excl
+        # One weighted sum per channel: XLA:CPU runs this ~1.5x faster than the batched dot of an einsum.
+        cd = jnp.stack([jnp.sum(w * f[..., k, None], axis=1) for k in range(CR, DZ + 1)], axis=-1)
+        # Chunks of a batch are sorted by tile; padding chunks add 0 and multiply by 1.
+        tile_cd = tile_cd.at[tile].add(cd, indices_are_sorted=True)
+        trans = trans.at[tile].multiply(jnp.prod(1.0 - a, axis=1), indices_are_sorted=True)
+        t0_all = jax.lax.dynamic_update_index_in_dim(t0_all, t0, b, 0)
+        return t_run, tile_cd, trans, t0_all
+
+    nb = fb.shape[0]
+    init = (jnp.ones((pixels,), dtype), jnp.zeros((num_tiles, pixels, 4), dtype), jnp.ones((num_tiles, pixels), dtype),
+            jnp.ones((nb, batch, pixels), dtype))
+    _, tile_cd, trans, t0 = _loop_batches(body, init, n_chunks, nb, batch)
+    return tile_cd[..., :3], tile_cd[..., 3], trans, t0.reshape(-1, pixels)[:kc]
 
 
 def backward(feats, chunk_tile, chunk_first, n_chunks, t0, colour, depth, trans, g_colour, g_depth, g_trans, *,
@@ -190,8 +198,12 @@ def backward(feats, chunk_tile, chunk_first, n_chunks, t0, colour, depth, trans,
     s_final = jnp.sum(g_colour * colour, axis=-1) + g_depth * depth  # (T,P): g . (colour, depth)
     g_t = g_trans * trans  # d/dalpha_i of T_final is -T_final / (1 - alpha_i)
 
-    def step(pre_run, x):
-        f, tile, first, tt = x
+    fb, tb, firstb = _batched(feats, batch, 0.0), _batched(chunk_tile, batch, 0), _batched(chunk_first, batch, True)
+    t0b = _batched(t0, batch, 1.0)
+
+    def body(b, carry):
+        pre_run, out = carry
+        f, tile, first, tt = fb[b], tb[b], firstb[b], t0b[b]
         u, v = tile_pixel_centres(tile, tiles_x, tiles_per_camera, tile_size)
         gc, gd, fin, gt = g_colour[tile], g_depth[tile], s_final[tile], g_t[tile]  # per-batch gathers, not stored
         alpha, raw, gauss, dx, dy = _alpha(f, u.astype(dtype), v.astype(dtype))
@@ -218,10 +230,9 @@ def backward(feats, chunk_tile, chunk_first, n_chunks, t0, colour, depth, trans,
         ]
         g_c = jnp.einsum("bcp,bpf->bcf", w, gc)
         g_z = jnp.sum(w * gd[:, None], axis=-1)
-        return pre_run, jnp.concatenate([jnp.stack(grads, axis=-1), g_c, g_z[..., None]], axis=-1)
+        grads = jnp.concatenate([jnp.stack(grads, axis=-1), g_c, g_z[..., None]], axis=-1)
+        return pre_run, jax.lax.dynamic_update_index_in_dim(out, grads, b, 0)
 
-    xs = (_batched(feats, batch, 0.0), _batched(chunk_tile, batch, 0), _batched(chunk_first, batch, True),
-          _batched(t0, batch, 1.0))
-    skip = jnp.zeros((batch, chunk, NUM_FEATURES), dtype)
-    _, grads = _scan_batches(step, jnp.zeros((tile_size * tile_size,), dtype), xs, n_chunks, batch, skip)
+    init = (jnp.zeros((tile_size * tile_size,), dtype), jnp.zeros(fb.shape, dtype))
+    _, grads = _loop_batches(body, init, n_chunks, fb.shape[0], batch)
     return grads.reshape((-1, chunk, NUM_FEATURES))[:kc]
