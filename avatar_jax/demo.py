@@ -83,6 +83,8 @@ def stage_config(config):
         c.data.held_out = 0.0  # every prepared clip trains; the held-out clip is made apart (unseen voice + text)
         if int(d.train_steps) > 0:
             c.train.steps = int(d.train_steps)
+        if int(d.batch_size) > 0:
+            c.train.batch_size = int(d.batch_size)
         c.train.eval_clips = 0  # the demo scores its own held-out clip (score stage)
         c.train.image_every = 0
         c.train.avatar = ""
@@ -246,7 +248,11 @@ def run_score(c, paths: DemoPaths) -> dict:
     run = restore_run(paths.run, data_root=paths.data)
     clip = held_out_clip(paths)
     meta = clip["meta"]
-    consts = step.make_constants(run.config, run.trained.avatar, run.trained.landmarks)
+    # The rig's regions (when the training avatar carries them) bind each lip landmark within its own lip,
+    # as the training loss does.
+    region = getattr(run.trained, "region", None)
+    by_region = {} if region is None else {"region": region}
+    consts = step.make_constants(run.config, run.trained.avatar, run.trained.landmarks, **by_region)
     camera = Camera(jnp.asarray(meta.viewmat, jnp.float32), jnp.asarray(meta.K, jnp.float32), meta.width,
                     meta.height)
     outside = clip["mask"] < 3
@@ -259,7 +265,7 @@ def run_score(c, paths: DemoPaths) -> dict:
     scores = {}
     for name, params in (("untrained", untrained), ("trained", run.params)):
         s = evaluate.evaluate(run.graphdef, params, consts, rs, paths.held_out, clips=1, split="all",
-                              landmark_rest=run.trained.landmarks)
+                              landmark_rest=run.trained.landmarks, **by_region)
         # A mouth that does not move at all has no correlation: scored 0 (no lip sync), as eval does.
         corr = s["mouth_corr"] if np.isfinite(s["mouth_corr"]) else 0.0
         scores[name] = dict(psnr_mask_db=s["psnr_mask"], mouth_corr=corr)

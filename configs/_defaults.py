@@ -236,9 +236,10 @@ def defaults() -> ml_collections.ConfigDict:
     c.demo.size = 64  # training frame side (pixels)
     c.demo.framing = "upper_body"  # face | upper_body
     c.demo.voices = ("en-us", "en+m3")  # training voices
-    c.demo.sentences = 4  # training sentences per voice
+    c.demo.sentences = 3  # training sentences per voice
     c.demo.held_out_voice = "en-us+f3"  # never heard in training
-    c.demo.train_steps = 60  # overrides train.steps (0: keep train.steps)
+    c.demo.train_steps = 40  # overrides train.steps (0: keep train.steps)
+    c.demo.batch_size = 4  # overrides train.batch_size (0: keep it)
     c.demo.video_size = 128  # side of each panel of demo.mp4 and of the held-out scoring renders
     c.demo.novel_azimuth = 35.0  # degrees around the avatar of the novel view
     return c

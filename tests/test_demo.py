@@ -15,7 +15,7 @@ from avatar_jax.export.video import stream_durations
 TINY = ["demo.num_gaussians=600", "demo.body_steps=20", "demo.photo_steps=2", "demo.work_size=96",
         "demo.crop_size=0", "reconstruct.turntable_views=2", "reconstruct.turntable_size=48", "demo.size=32",
         "demo.video_size=32", "demo.sentences=1", 'demo.voices=("en-us",)', "demo.train_steps=2",
-        "train.batch_size=2", "train.seq_len=4", "train.checkpoint_every=0", "model.num_particles=16",
+        "demo.batch_size=2", "train.seq_len=4", "train.checkpoint_every=0", "model.num_particles=16",
         "model.d_model=32", "mesh.data=1", "mesh.model=-1"]
 
 
