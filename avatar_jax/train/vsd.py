@@ -26,6 +26,7 @@ settings and hands :func:`avatar_jax.train.losses.vsd_term` its ``teacher_gradie
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import chex
 import jax
@@ -297,3 +298,56 @@ def lower_frame_gradient(distiller: Distiller, params, shardings: TeacherParams,
     return jitted.lower(params, jax.ShapeDtypeStruct(frames_shape, jnp.float32),
                         jax.ShapeDtypeStruct((frames_shape[0], audio_samples), jnp.float32),
                         jax.ShapeDtypeStruct((), jnp.int32))
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedTeacher:
+    """What the training loop needs to distil from a teacher: the Distiller, its parameters placed on the mesh
+    with their shardings and, in the variational form, the LoRA score's first state and shardings."""
+
+    distiller: Distiller
+    params: TeacherParams
+    shardings: TeacherParams
+    score: ScoreState | None
+    score_shardings: ScoreState | None
+    description: str
+
+
+def settings_from_config(config, n_mels: int, fps: float) -> VSDSettings:
+    """``config.vsd`` -> :class:`VSDSettings`; the audio features follow the teacher (its ``n_mels``, fps)."""
+    v = config.vsd
+    return VSDSettings(tau_min=float(v.tau_min), tau_max=float(v.tau_max), text_scale=float(v.text_scale),
+                       audio_scale=float(v.audio_scale), weighting=str(v.weighting), n_mels=int(n_mels), fps=float(fps),
+                       seed=int(v.seed), variational=bool(v.get("variational", False)),
+                       lora_rank=int(v.get("lora_rank", 4)), lora_lr=float(v.get("lora_lr", 1e-3)))
+
+
+def load_teacher(config, mesh) -> LoadedTeacher:
+    """``config.vsd.teacher`` (a tiny-teacher workdir, ``avatar-jax train --config configs/teacher_tiny.py``) ->
+    :class:`LoadedTeacher` on ``mesh``. The teacher's audio features (``n_mels``) and frame rate come from its
+    own config, which must match the student's ``data.fps``."""
+    from avatar_jax.errors import InputError
+
+    path = str(config.vsd.teacher)
+    if not path:
+        raise ConfigError("loss.vsd > 0 needs a teacher: set vsd.teacher to a tiny-teacher workdir "
+                          "(avatar-jax train --config configs/teacher_tiny.py --workdir DIR), or loss.vsd=0")
+    if not os.path.isdir(path):
+        raise InputError(f"vsd.teacher={path!r} is not a directory (expected a tiny-teacher workdir)")
+    from avatar_jax.teacher.tiny_training import load_tiny_teacher
+
+    tconfig, teacher, vae, null_text = load_tiny_teacher(path)
+    if abs(float(tconfig.data.fps) - float(config.data.fps)) > 1e-6:
+        raise ConfigError(f"vsd.teacher was trained at {tconfig.data.fps} fps, the student's clips are at "
+                          f"{config.data.fps} fps; they must match")
+    settings = settings_from_config(config, int(tconfig.teacher.n_mels), float(tconfig.data.fps))
+    distiller, params = split_teacher(teacher, vae, null_text, null_text, settings)
+    shardings = teacher_shardings(mesh, params)
+    params = jax.device_put(params, shardings)
+    score = score_sh = None
+    if distiller.variational:
+        score = init_score(teacher, distiller)
+        score_sh = score_shardings(mesh, distiller, score)
+        score = jax.device_put(score, score_sh)
+    kind = "variational (LoRA score)" if distiller.variational else "score distillation"
+    return LoadedTeacher(distiller, params, shardings, score, score_sh, f"tiny teacher {path!r}, {kind}")
