@@ -38,7 +38,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.model.window = 4  # causal window of driving tokens the Gaussian head attends over
     c.model.fourier_bands = 6
     c.model.max_twist = 0.5  # per-frame twist bound (rad, m)
-    c.model.twist_scale = 0.01  # output scale of MLP_xi (twists are integrated: keep early steps small)
+    c.model.twist_scale = 0.1  # output scale of MLP_xi (with the strong pull below, the scale of the pose it sets)
     c.model.residual_scale = 0.1  # output scale of the Gaussian head residuals
     c.model.max_offset = 0.05  # Gaussian head residual bounds
     c.model.max_log_scale = 0.5
@@ -61,8 +61,10 @@ def defaults() -> ml_collections.ConfigDict:
     c.model.joint_scale = 0.1  # output scale of the joint rotations (small first optimiser steps)
     # Closed-loop particle dynamics (model/deformer.py): the twist sees the particle's state; pull to rest.
     c.model.closed_loop = True
-    c.model.pull_max = 0.5  # largest share of the state pulled back to rest per frame
-    c.model.pull_init = 0.05  # initial pull per frame (learned per particle and driving token)
+    # A strong pull makes each twist a step to an audio-predicted pose (learnable, cannot drift); a weak one
+    # (0.05) leaves MLP_xi to output the pose's derivative, which 300 steps never learned (issue 12).
+    c.model.pull_max = 1.0  # largest share of the state pulled back to rest per frame
+    c.model.pull_init = 0.9  # initial pull per frame (learned per particle and driving token)
     c.model.state_scale_rot = 0.1  # rad and m that make the state features O(1)
     c.model.state_scale_trans = 0.01
     c.model.tbptt_frames = 0  # >0: truncated backprop, the state's gradient cut every N frames

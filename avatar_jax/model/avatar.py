@@ -98,9 +98,9 @@ class AudioDrivenAvatar(nnx.Module):
                                     **kw)
         self.deformer = ParticleDeformer(
             c.d_model, c.num_heads, c.num_particles, rngs, num_bands=c.get("fourier_bands", 6),
-            max_twist=c.get("max_twist", 0.5), twist_scale=c.get("twist_scale", 0.01),
+            max_twist=c.get("max_twist", 0.5), twist_scale=c.get("twist_scale", 0.1),
             use_implicit_motion_tokens=s.implicit_motion_tokens, closed_loop=c.get("closed_loop", True),
-            pull_max=c.get("pull_max", 0.5), pull_init=c.get("pull_init", 0.05),
+            pull_max=c.get("pull_max", 1.0), pull_init=c.get("pull_init", 0.9),
             state_scale=(c.get("state_scale_rot", 0.1), c.get("state_scale_trans", 0.01)),
             tbptt=c.get("tbptt_frames", 0), **kw,
         ) if s.particle_deformer else None

@@ -18,6 +18,13 @@ local transform ``s_{m,t-1} = log T_{m,t-1}`` (zero at rest), inside the ``lax.s
 ``rho_{m,t} = rho_max * sigmoid(b_m + w . H_t[m])`` is a learned pull towards rest (per particle,
 modulated by the driving token, so silence can pull harder than speech). ``tbptt > 0`` stops the
 gradient through the state every ``tbptt`` frames (truncated backprop through time).
+
+Why the pull starts strong (``pull_init=0.9`` of ``pull_max=1``): with rho near 1 the state follows
+``s_t ~ MLP_xi(...) + (1 - rho) s_{t-1}``, i.e. each twist is a step to a pose the audio predicts, which
+plain regression learns and which cannot drift. With a weak pull (0.05) MLP_xi must output the pose's
+frame-to-frame derivative and its errors integrate: on the demo's rig that model had not learned the
+lip gap after 300 steps (held-out correlation -0.16 at 100 steps, against +0.25 with the strong pull;
++0.61 at 200 steps). The learned pull can still fall where smoother motion fits the teacher better.
 """
 
 from __future__ import annotations
@@ -35,15 +42,15 @@ NUM_PARTS = 3
 
 class ParticleDeformer(nnx.Module):
     def __init__(self, d: int, num_heads: int, num_particles: int, rngs: nnx.Rngs, *, num_bands: int = 6,
-                 max_twist: float = 0.5, twist_scale: float = 0.01, use_implicit_motion_tokens: bool = True,
-                 closed_loop: bool = True, pull_max: float = 0.5, pull_init: float = 0.05,
+                 max_twist: float = 0.5, twist_scale: float = 0.1, use_implicit_motion_tokens: bool = True,
+                 closed_loop: bool = True, pull_max: float = 1.0, pull_init: float = 0.9,
                  state_scale: tuple[float, float] = (0.1, 0.01), tbptt: int = 0, dtype=jnp.float32,
                  param_dtype=jnp.float32):
         self.num_particles = num_particles
         self.num_bands = num_bands
         self.max_twist = max_twist
-        # Twists are integrated over frames, so a per-frame bias becomes a drift: the output scale keeps
-        # an optimiser's first steps (Adam moves every weight by ~lr) to millimetres, not radians.
+        # The output scale keeps an optimiser's first steps (Adam moves every weight by ~lr) small; in the
+        # open loop a per-frame bias integrates to a drift, so that path needs a smaller one (0.01).
         self.twist_scale = twist_scale
         self.use_implicit_motion_tokens = use_implicit_motion_tokens
         if use_implicit_motion_tokens:
