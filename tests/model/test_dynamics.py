@@ -76,6 +76,22 @@ def test_learned_pull_returns_a_displaced_pose_to_rest_in_silence(avatar):
     np.testing.assert_allclose(norms[-1] / norms[0], 0.9 ** 29, rtol=1e-3)
 
 
+def test_default_pull_resets_the_pose_within_a_few_frames(avatar):
+    # The default pull (0.9 per frame) makes each twist a step to the pose the audio predicts, with no
+    # memory to integrate errors into: a fresh model (no audio twist) is back at rest within 5 frames.
+    # The old weak pull (0.05) kept 77 % of the displacement after 5 frames (the model had to learn the
+    # pose's derivative and never learned the lip gap).
+    cfg, model = build(use_body_skinning=False, use_gaussian_head=False)
+    assert cfg.pull_init == pytest.approx(0.9) and cfg.pull_max == pytest.approx(1.0)
+    graphdef, state = nnx.split(model)
+    start = _displaced(jax.random.key(11))
+    _, new = jax.jit(forward, static_argnums=0)(graphdef, state, avatar, jnp.zeros((5, D)),
+                                                model.init_carry(avatar, transforms=start))
+    s0, s5 = np.asarray(se3.log(start)), np.asarray(se3.log(new.transforms))
+    np.testing.assert_allclose(s5, 0.1 ** 5 * s0, rtol=1e-3, atol=1e-7)
+    assert np.abs(s5).max() < 1e-4 * np.abs(s0).max()
+
+
 def test_truncated_backprop_keeps_values_and_cuts_gradients(avatar):
     driving = jax.random.normal(jax.random.key(6), (6, D))
     tokens = jax.random.normal(jax.random.key(3), (2 * M, D))
