@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import sys
 import tempfile
 import types
@@ -299,3 +300,47 @@ def make_fvd_i3d(out_dir):
     b = rng.standard_normal((50, 6)) @ rng.standard_normal((6, 6)) + 0.3
     fd = i3d_utils.frechet_distance(torch.from_numpy(a), torch.from_numpy(b))
     _save_npz(os.path.join(out_dir, "io.npz"), videos_low=low, logits=logits, a=a, b=b, fd=fd.double())
+
+
+@_producer("lpips")
+def make_lpips(out_dir):
+    """The ``lpips`` package's LPIPS (v0.1, AlexNet trunk) with every conv width divided by 16 (the heads follow),
+    random trunk and heads; the trunk saved as torchvision's ``features.*`` state dict, the heads as lpips'
+    ``lin{k}.model.1.weight`` file, and both as one saved ``LPIPS`` module (``net.slice*``); two batches of
+    48x48 uint8 frames (``normalize=True`` on x/255), distances and their per-layer parts."""
+    _torchvision()
+    import lpips
+    from lpips import pretrained_networks
+
+    narrow = _narrow_nn()
+    tv = pretrained_networks.tv
+    original_conv, original_alexnet = torch.nn.Conv2d, tv.alexnet
+    # lpips asks torchvision for alexnet(pretrained=...): hand it a random one (no download), built while
+    # torch.nn.Conv2d shrinks widths, so torchvision's own AlexNet layout and lpips' heads both narrow
+    tv.alexnet = lambda pretrained=False, **k: original_alexnet(weights=None)
+    torch.nn.Conv2d = narrow.Conv2d
+    try:
+        torch.manual_seed(0)
+        model = lpips.LPIPS(pretrained=False, net="alex", pnet_rand=True, verbose=False).eval()
+    finally:
+        torch.nn.Conv2d, tv.alexnet = original_conv, original_alexnet
+    _randomize(model, seed=8)
+    model.scaling_layer = lpips.lpips.ScalingLayer()  # fixed constants, not weights: keep upstream's
+    state = model.state_dict()
+    backbone = {re.sub(r"^net\.slice\d+\.", "features.", k): v for k, v in state.items() if k.startswith("net.")}
+    heads = {k: v for k, v in state.items() if k.startswith("lin")}
+    torch.save(backbone, os.path.join(out_dir, "alexnet_narrow.pth"))
+    torch.save(heads, os.path.join(out_dir, "alex_heads_narrow.pth"))
+    torch.save({k: v for k, v in state.items() if not k.startswith("scaling")}, os.path.join(out_dir, "lpips_full.pth"))
+    rng = np.random.default_rng(9)
+    a = rng.integers(0, 256, (3, 48, 48, 3), dtype=np.uint8)  # frames as the project stores them (N,H,W,3)
+    b = np.clip(a + rng.normal(0, 40, a.shape), 0, 255).astype(np.uint8)
+    b[0] = a[0]  # identical pair: distance 0
+
+    def tensor(x):
+        return torch.from_numpy(np.ascontiguousarray(np.transpose(x.astype(np.float32) / 255.0, (0, 3, 1, 2))))
+
+    with torch.no_grad():
+        total, layers = model(tensor(a), tensor(b), retPerLayer=True, normalize=True)
+    _save_npz(os.path.join(out_dir, "io.npz"), a=a, b=b, total=total.reshape(-1),
+              layers=torch.stack([x.reshape(-1) for x in layers]))
