@@ -152,9 +152,29 @@ def save_rig_avatar(path: str, r: rig.Rig) -> None:
     defined = np.concatenate([np.asarray(e[2], bool).reshape(-1) for e in order])
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + ".tmp.npz"
+    # The rig itself (bone weights, pivots, regions, jaw and lid ranges): with a clip's stored controls it
+    # gives the teacher's pose at any frame, so training windows can start from it (train/avatar.py).
     np.savez(tmp, means=fig.means, quats=fig.quats, scales=fig.scales, opacities=fig.opacities, colors=fig.colors,
-             part=fig.part.astype(np.int32), landmarks=rest, landmarks_defined=defined)
+             part=fig.part.astype(np.int32), landmarks=rest, landmarks_defined=defined,
+             rig_weights=np.asarray(r.weights, np.float32), rig_pivots=np.asarray(r.pivots, np.float32),
+             rig_region=np.asarray(r.region, np.int32), rig_scalars=np.asarray(
+                 [r.jaw_max_rad, r.lid_drop, r.mouth_half_width], np.float32),
+             rig_points=np.stack([r.head_centre, r.head_radii, r.mouth]).astype(np.float32))
     os.replace(tmp, path)
+
+
+def load_rig(path: str) -> rig.Rig | None:
+    """The :class:`rig.Rig` saved by :func:`save_rig_avatar` (without its keypoint table), or None for a file
+    written before the rig was stored."""
+    fig, _, _ = load_rig_avatar(path)
+    with np.load(path) as z:
+        if "rig_weights" not in z:
+            return None
+        jaw, lid, half_width = (float(x) for x in z["rig_scalars"])
+        centre, radii, mouth = np.asarray(z["rig_points"])
+        return rig.Rig(figure=fig, weights=np.asarray(z["rig_weights"]), pivots=np.asarray(z["rig_pivots"]),
+                       keypoints={}, head_centre=centre, head_radii=radii, mouth=mouth, mouth_half_width=half_width,
+                       lid_drop=lid, jaw_max_rad=jaw, region=np.asarray(z["rig_region"]))
 
 
 def load_rig_avatar(path: str) -> tuple[rig.Figure, np.ndarray, np.ndarray]:

@@ -19,6 +19,7 @@ rate schedule values and the mesh shape are free to change between restarts.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -119,7 +120,7 @@ class Checkpointer:
 
     def __init__(self, workdir: str, config, *, async_save: bool = True,
                  fingerprint_keys: tuple[str, ...] = FINGERPRINT_KEYS):
-        self.workdir = epath.Path(workdir)
+        self.workdir = epath.Path(os.path.abspath(workdir)) if "://" not in str(workdir) else epath.Path(workdir)
         self.config = config
         self.fingerprint_keys = tuple(fingerprint_keys)
         self._pending: int | None = None  # step of the last save started (for error messages)

@@ -26,7 +26,9 @@ KEYPOINT_FIELDS = ("face", "face_conf", "hands", "hands_conf", "body", "body_con
 class Batch:
     """``B`` sequences of ``T`` frames: ``audio (B,A)`` f32 (``A = T*sr/fps``), ``frames (B,T,H,W,3)`` and
     ``masks (B,T,H,W)`` uint8, keypoints in pixels ``face (B,T,478,2)``, ``hands (B,T,2,21,2)``,
-    ``body (B,T,33,2)`` with ``*_conf`` confidences, camera ``K (B,3,3)``, ``viewmat (B,4,4)``."""
+    ``body (B,T,33,2)`` with ``*_conf`` confidences, camera ``K (B,3,3)``, ``viewmat (B,4,4)``; ``start (B,)``
+    int32, each window's first frame in its clip (the position encoding's absolute index), and ``init
+    (B,M,4,4)`` the teacher's particle state before that frame where it is known (None: start at rest)."""
 
     audio: jax.Array
     frames: jax.Array
@@ -39,6 +41,8 @@ class Batch:
     body_conf: jax.Array
     K: jax.Array
     viewmat: jax.Array
+    start: jax.Array | None = None
+    init: jax.Array | None = None
 
     @property
     def num_frames(self) -> int:
@@ -51,10 +55,20 @@ class Batch:
         chex.assert_shape([self.K, self.viewmat], [(b, 3, 3), (b, 4, 4)])
 
 
-def from_numpy(item: dict[str, np.ndarray]) -> Batch:
-    """A loader batch (dict of numpy arrays, see :class:`avatar_jax.data.loader.WindowSource`) -> Batch."""
-    fields = {f.name: item[f.name] for f in dataclasses.fields(Batch) if f.name not in ("frames", "masks")}
-    return Batch(frames=item["frame"], masks=item["mask"], **fields)
+def from_numpy(item: dict[str, np.ndarray], start_states: list[np.ndarray] | None = None) -> Batch:
+    """A loader batch (dict of numpy arrays, see :class:`avatar_jax.data.loader.WindowSource`) -> Batch.
+
+    ``start_states``: per clip of the source, ``(T+1,M,4,4)`` teacher particle states (row ``s``: before frame
+    ``s``, :func:`avatar_jax.train.avatar.teacher_start_states`); each window's ``init`` is read from it."""
+    skip = ("frames", "masks", "start", "init")
+    fields = {f.name: item[f.name] for f in dataclasses.fields(Batch) if f.name not in skip}
+    start = np.asarray(item["start"], np.int32) if "start" in item else None
+    init = None
+    if start_states is not None:
+        clip = np.asarray(item["clip"]).reshape(-1)
+        init = np.stack([start_states[c][s] for c, s in zip(clip, start.reshape(-1), strict=True)])
+        init = init.reshape(np.shape(start) + init.shape[1:]).astype(np.float32)
+    return Batch(frames=item["frame"], masks=item["mask"], start=start, init=init, **fields)
 
 
 def make_source(config, root: str, split: str = "train") -> loader.WindowSource:
@@ -79,7 +93,7 @@ def make_iterator(config, source: loader.WindowSource):
     return iter(ds)
 
 
-def next_batch(iterator, root: str) -> Batch:
+def next_batch(iterator, root: str, start_states: list[np.ndarray] | None = None) -> Batch:
     """The next host-local batch; a record that cannot be read becomes one clear :class:`InputError`."""
     try:
         item = next(iterator)
@@ -89,7 +103,7 @@ def next_batch(iterator, root: str) -> Batch:
         raise InputError(f"dataset {root!r} ran out of batches") from None
     except Exception as e:  # grain surfaces reader errors from its threads with their own types
         raise InputError(f"dataset {root!r} is unreadable: {type(e).__name__}: {str(e).splitlines()[0]}") from None
-    return from_numpy(item)
+    return from_numpy(item, start_states)
 
 
 def batch_shardings(mesh, batch: Batch) -> Batch:

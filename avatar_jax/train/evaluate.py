@@ -23,6 +23,9 @@ UPPER_LIP = 33 + schema.FACE_UPPER_LIP
 LOWER_LIP = 33 + schema.FACE_LOWER_LIP
 
 
+_PAD = 16  # held-out clips are padded to a multiple of this many frames
+
+
 def to_host(x: jax.Array) -> np.ndarray:
     """A jit output as numpy on every process (multi-host outputs may span other hosts' devices)."""
     if jax.process_count() > 1:
@@ -32,36 +35,48 @@ def to_host(x: jax.Array) -> np.ndarray:
     return np.asarray(x)
 
 
-def lip_binding(avatar, landmark_rest: np.ndarray) -> landmarks_lib.LandmarkBinding:
-    rest = np.asarray(landmark_rest)[[UPPER_LIP, LOWER_LIP]]
-    part = landmarks_lib.template_landmark_parts()[[UPPER_LIP, LOWER_LIP]]
-    return landmarks_lib.build_landmark_binding(np.asarray(avatar.means), np.asarray(avatar.part), rest, part)
+def lip_binding(avatar, landmark_rest: np.ndarray, region: np.ndarray | None = None) -> landmarks_lib.LandmarkBinding:
+    """The two lip landmarks bound to the avatar as the training loss binds them (each within its lip)."""
+    from avatar_jax.train.avatar import landmark_binding
+
+    return landmark_binding(avatar, landmark_rest, region, 4, rows=np.asarray([UPPER_LIP, LOWER_LIP]))
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:
-    if a.std() < 1e-9 or b.std() < 1e-9:
+    """Pearson correlation of two openings in pixels; 0 when either moves less than a thousandth of a pixel
+    (a still mouth: float noise would otherwise give any value, or NaN)."""
+    if a.std() < 1e-3 or b.std() < 1e-3:
         return 0.0
     return float(np.corrcoef(a, b)[0, 1])
 
 
 def evaluate(graphdef: nnx.GraphDef, params: nnx.State, consts: StepConstants, rs: RenderSettings, root: str,
-             *, clips: int, frames: int = 0, landmark_rest: np.ndarray | None = None, split: str = "test") -> dict:
+             *, clips: int, frames: int = 0, landmark_rest: np.ndarray | None = None, split: str = "test",
+             region: np.ndarray | None = None) -> dict:
     """Scores on the first ``clips`` clips of ``split`` (``{}`` when the split is empty or ``clips`` is 0),
     each from its first frame over ``frames`` frames (0: the whole clip)."""
     entries = index.clips_in_split(index.load_index(root), split)[:clips]
     if not entries:
         return {}
-    binding = lip_binding(consts.avatar, landmark_rest) if landmark_rest is not None else None
+    binding = lip_binding(consts.avatar, landmark_rest, region) if landmark_rest is not None else None
     sq_err, mask_sum, open_teacher, open_model = 0.0, 0.0, [], []
+    clips_read = []
     for e in entries:
         reader = records.ClipReader(root, e["clip_id"])
-        clip = reader.window(0, min(frames, len(reader)) if frames > 0 else len(reader))
+        clips_read.append((reader.window(0, min(frames, len(reader)) if frames > 0 else len(reader)), reader.meta))
         reader.close()
-        meta = reader.meta
+    # Every clip runs padded with silence to one length, so one compiled program scores them all (a compile per
+    # clip length costs minutes on CPU). The motion is causal; only the audio encoder's local context lets the
+    # last few frames hear the padded silence, as a real clip followed by a pause would.
+    length = -(-max(len(c["frame"]) for c, _ in clips_read) // _PAD) * _PAD
+    for clip, meta in clips_read:
+        n = len(clip["frame"])
+        per_frame = clip["audio"].size / n
+        audio = np.pad(clip["audio"], (0, int(round(length * per_frame)) - clip["audio"].size))
         K, viewmat = np.asarray(meta.K, np.float32), np.asarray(meta.viewmat, np.float32)
-        out, rgb, _, _ = predict_jit(graphdef, params, consts, jnp.asarray(clip["audio"]), K, viewmat,
-                                  len(clip["frame"]), rs)
-        rgb = to_host(rgb).astype(np.float64)
+        out, rgb, _, _ = predict_jit(graphdef, params, consts, jnp.asarray(audio), K, viewmat, length, rs)
+        out = jax.tree.map(lambda x, n=n: x[:n], out)
+        rgb = to_host(rgb[:n]).astype(np.float64)
         mask = clip["mask"].astype(np.float64)[..., None] / 255.0
         sq_err += float((mask * (rgb - clip["frame"] / 255.0) ** 2).sum())
         mask_sum += 3.0 * float(mask.sum())

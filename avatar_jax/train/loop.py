@@ -25,7 +25,7 @@ from avatar_jax.config import validate
 from avatar_jax.errors import ConfigError, TrainingError
 from avatar_jax.geometry import Camera
 from avatar_jax.train import avatar as avatar_lib
-from avatar_jax.train import data, evaluate, sharding, step
+from avatar_jax.train import data, evaluate, sharding, step, vsd
 from avatar_jax.train import logging as train_logging
 from avatar_jax.train import state as state_lib
 from avatar_jax.train.optimizer import make_optimizer
@@ -51,6 +51,9 @@ def _check(config) -> None:
         raise ConfigError(f"train.max_bad_steps must be >= 1, got {t.max_bad_steps}")
     if min(int(t.checkpoint_every), int(t.image_every), int(t.eval_clips), int(t.eval_frames)) < 0:
         raise ConfigError("train.checkpoint_every, image_every, eval_clips and eval_frames must be >= 0")
+    burn = int(t.get("burn_in_frames", 0))
+    if not 0 <= burn < int(t.seq_len):
+        raise ConfigError(f"train.burn_in_frames must be in [0, train.seq_len={t.seq_len}), got {burn}")
 
 
 def train(config, workdir: str, *, data_root: str | None = None, mesh=None, progress: bool = True,
@@ -67,15 +70,26 @@ def train(config, workdir: str, *, data_root: str | None = None, mesh=None, prog
     _check(config)
     t = config.train
     root = data_root or config.data.root
+    if root != config.data.root:  # config.json then names the data this run trained on (eval, export)
+        config = config.copy_and_resolve_references()
+        with config.unlocked():
+            config.data.root = root
     mesh = mesh if mesh is not None else sharding.make_mesh(dict(config.mesh))
     lead = jax.process_index() == 0
 
     # ---- data and the avatar the clips show
     source = data.make_source(config, root, "train")
     trained = avatar_lib.load_training_avatar(config, root, source.subjects)
-    consts = step.make_constants(config, trained.avatar, trained.landmarks)
+    consts = step.make_constants(config, trained.avatar, trained.landmarks, trained.region)
+    # Synthetic clips know the teacher's pose at every frame: windows start from it (else from rest).
+    start_states = (avatar_lib.teacher_start_states(trained, source.metas, bool(config.model.use_body_skinning))
+                    if t.get("start_from_teacher", True) else None)
     iterator = data.make_iterator(config, source)
     optimizer = make_optimizer(t)
+    # the frozen video teacher of Eq. 9 (loss.vsd > 0): vsd.teacher, sharded FSDP x tensor-parallel
+    teacher = vsd.load_teacher(config, mesh) if float(config.loss.vsd) else None
+    teacher_args = () if teacher is None else (teacher.params,)
+    score = None if teacher is None else teacher.score  # the variational form's LoRA score (not checkpointed)
 
     # ---- state: the workdir's latest checkpoint, or fresh from the seed
     with contextlib.ExitStack() as stack:  # a checkpointer made here is closed here, also on errors
@@ -87,7 +101,7 @@ def train(config, workdir: str, *, data_root: str | None = None, mesh=None, prog
             state, extra = ckpt.restore(latest, abstract)
             iterator.set_state(extra["data"])
             history = list(extra.get("losses", []))
-        first = data.next_batch(iterator, root)  # before any compile: a corrupt dataset fails fast
+        first = data.next_batch(iterator, root, start_states)  # before any compile: a corrupt dataset fails fast
         if latest is None:
             graphdef, state = state_lib.create_state(config, mesh, optimizer, (graphdef, abstract))
         start = int(state.step)
@@ -101,9 +115,15 @@ def train(config, workdir: str, *, data_root: str | None = None, mesh=None, prog
         const_sh = step.constant_shardings(mesh, consts)
         batch_sh = data.batch_shardings(mesh, first)
         train_step = step.make_train_step(graphdef, optimizer, rs, config.loss, state_shardings=state_sh,
-                                          const_shardings=const_sh, batch_shardings=batch_sh, mesh=mesh)
+                                          const_shardings=const_sh, batch_shardings=batch_sh, mesh=mesh,
+                                          burn_in=int(t.get("burn_in_frames", 0)),
+                                          distill=None if teacher is None else teacher.distiller,
+                                          teacher_shardings=None if teacher is None else teacher.shardings,
+                                          score_shardings=None if teacher is None else teacher.score_shardings)
         consts = jax.device_put(consts, const_sh)
-        compiled = train_step.lower(state, consts, data.to_device(first, batch_sh)).compile()
+        score_args = () if score is None else (score,)
+        compiled = train_step.lower(state, consts, data.to_device(first, batch_sh), *teacher_args,
+                                    *score_args).compile()
         stats = train_logging.compiled_stats(compiled)
         frames_per_step = int(t.batch_size) * int(t.seq_len)
         nan_steps = {int(s) for s in t.debug_nan_steps}
@@ -111,7 +131,8 @@ def train(config, workdir: str, *, data_root: str | None = None, mesh=None, prog
 
         def held_out(params) -> dict:
             return evaluate.evaluate(graphdef, params, consts, rs, root, clips=int(t.eval_clips),
-                                     frames=int(t.eval_frames), landmark_rest=trained.landmarks)
+                                     frames=int(t.eval_frames), landmark_rest=trained.landmarks,
+                                     region=trained.region)
 
         def extra() -> dict:
             return {"data": iterator.get_state(), "losses": history}
@@ -121,6 +142,8 @@ def train(config, workdir: str, *, data_root: str | None = None, mesh=None, prog
             log.print(f"mesh {dict(mesh.shape)}, {source}, avatar of {trained.subject!r} with "
                       f"{trained.avatar.num_gaussians} Gaussians / {trained.avatar.num_particles} particles, "
                       f"{source.height}x{source.width} renders ({rs.capacity} slots per frame)")
+            if teacher is not None:
+                log.print(f"video score distillation from the {teacher.description}")
             log.print(f"compiled step per device: {stats.get('peak_bytes', 0) / 2**20:.1f} MiB "
                       f"(temp {stats.get('temp_size_in_bytes', 0) / 2**20:.1f} MiB), {stats['flops'] / 1e9:.2f} GFLOP")
             if start == 0 and t.eval_clips:
@@ -134,11 +157,15 @@ def train(config, workdir: str, *, data_root: str | None = None, mesh=None, prog
                     stopped = "preempted"
                     break
                 if batch is None:
-                    batch = data.next_batch(iterator, root)
+                    batch = data.next_batch(iterator, root, start_states)
                 if i in nan_steps:  # a poisoned sample: the guard must skip this step
                     batch = dataclasses.replace(batch, audio=np.full_like(batch.audio, np.nan))
                 tic = time.perf_counter()
-                state, metrics = compiled(state, consts, data.to_device(batch, batch_sh))
+                if score is None:
+                    state, metrics = compiled(state, consts, data.to_device(batch, batch_sh), *teacher_args)
+                else:
+                    state, score, metrics = compiled(state, consts, data.to_device(batch, batch_sh), *teacher_args,
+                                                     score)
                 metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 window_time += time.perf_counter() - tic
                 seen, batch, i = batch, None, i + 1
@@ -179,7 +206,9 @@ def train(config, workdir: str, *, data_root: str | None = None, mesh=None, prog
 
 def _preview(graphdef, params, consts, rs, batch: data.Batch) -> np.ndarray:
     """Renders of the first sample of ``batch`` over its clip frames (for TensorBoard)."""
+    init = None if batch.init is None else jnp.asarray(batch.init[0])
+    start = 0 if batch.start is None else jnp.asarray(batch.start[0])
     _, rgb, _, _ = step.predict_jit(
         graphdef, params, consts, jnp.asarray(batch.audio[0]), jnp.asarray(batch.K[0]), jnp.asarray(batch.viewmat[0]),
-        batch.num_frames, rs)
+        batch.num_frames, rs, init, start)
     return train_logging.frame_grid(evaluate.to_host(rgb), np.asarray(batch.frames[0]) / 255.0)

@@ -38,12 +38,14 @@ from avatar_jax.train.state import TrainState
 @dataclasses.dataclass(frozen=True)
 class StepConstants:
     """Arrays every step reads and never changes (replicated): the canonical avatar, the landmark
-    binding ``(L,K)`` with each landmark's Eq. 10 group ``(L,)``, ARAP neighbours ``(M,k)``."""
+    binding ``(L,K)`` with each landmark's Eq. 10 group ``(L,)``, ARAP neighbours ``(M,k)``, and each
+    landmark's weight ``(L,)`` (multiplies its confidence)."""
 
     avatar: CanonicalAvatar
     binding: landmarks_lib.LandmarkBinding | None
     landmark_group: jax.Array | None
     neighbours: jax.Array | None
+    landmark_weight: jax.Array | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,22 +57,28 @@ class RenderSettings:
     backend: str
 
 
-def make_constants(config, avatar: CanonicalAvatar, landmark_rest: np.ndarray | None) -> StepConstants:
-    """Landmark binding from rest points in template order (553,3), ARAP neighbours, both once in numpy."""
+def make_constants(config, avatar: CanonicalAvatar, landmark_rest: np.ndarray | None,
+                   region: np.ndarray | None = None) -> StepConstants:
+    """Landmark binding from rest points in template order (553,3) (lip points within their lip's region when
+    the rig's ``region (N,)`` is known), ARAP neighbours, both once in numpy; ``loss.kpt_lips`` weighs the lip
+    landmarks (:data:`avatar_jax.train.avatar.LIP_LANDMARKS`) inside the face group."""
+    from avatar_jax.train.avatar import LIP_LANDMARKS, landmark_binding
+
     lc = config.loss
     losses.robust_rho(jnp.zeros(()), 1.0, str(lc.kpt_rho))  # a wrong kind is a ConfigError now, not mid-compile
-    binding = group = None
+    binding = group = weight = None
     if float(lc.keypoints):
         if landmark_rest is None:
             raise ConfigError("loss.keypoints > 0 needs the avatar's landmark rest points, and this avatar has "
                               "none (only prepare --synthetic avatars carry them); set loss.keypoints=0")
-        binding = landmarks_lib.build_landmark_binding(
-            np.asarray(avatar.means), np.asarray(avatar.part), landmark_rest, landmarks_lib.template_landmark_parts(),
-            k=int(lc.landmark_k))
+        binding = landmark_binding(avatar, landmark_rest, region, int(lc.landmark_k))
         group = jnp.asarray(losses.template_keypoint_groups())
+        w = np.ones(len(landmark_rest), np.float32)
+        w[list(LIP_LANDMARKS)] = float(lc.get("kpt_lips", 1.0))
+        weight = jnp.asarray(w)
     neighbours = (jnp.asarray(losses.arap_neighbours(np.asarray(avatar.particle_rest), int(lc.arap_k)))
                   if float(lc.arap) else None)
-    return StepConstants(avatar, binding, group, neighbours)
+    return StepConstants(avatar, binding, group, neighbours, weight)
 
 
 def render_capacity(avatar: CanonicalAvatar, camera: Camera, factor: float) -> int:
@@ -128,12 +136,14 @@ predict_jit = jax.jit(predict, static_argnums=(0, 6, 7), static_argnames=("burn_
 
 
 def loss_terms(graphdef, params, consts: StepConstants, batch: Batch, rs: RenderSettings, loss_config,
-               teacher_gradient=None, burn_in: int = 0) -> tuple[jax.Array, dict[str, jax.Array]]:
+               teacher_gradient=None, burn_in: int = 0, return_renders: bool = False
+               ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Total loss and every term (weighted ``image``... plus raw ``kpt_*``, ``twist_accel``, ``means_accel``).
 
     Each window starts from ``batch.init`` (teacher state; rest when None) at frame ``batch.start``; the
     first ``burn_in`` frames are run but not scored. ``teacher_gradient``: the VSD hook on the renders
-    ``(B,T,H,W,3)`` (:mod:`avatar_jax.train.vsd`)."""
+    ``(B,T,H,W,3)`` (:mod:`avatar_jax.train.vsd`); ``return_renders``: the terms also hold ``"rendered"`` (the
+    variational VSD score learns them)."""
     t = batch.num_frames
     b = batch.audio.shape[0]
     start = batch.start if batch.start is not None else jnp.zeros((b,), jnp.int32)
@@ -158,6 +168,8 @@ def loss_terms(graphdef, params, consts: StepConstants, batch: Batch, rs: Render
         points = landmarks_lib.landmarks(out.means.astype(jnp.float32), consts.binding)  # (B,T,L,3)
         target, conf = losses.clip_keypoints(batch.body, batch.body_conf, batch.face, batch.face_conf,
                                              batch.hands, batch.hands_conf)
+        if consts.landmark_weight is not None:
+            conf = conf * consts.landmark_weight
 
         def kpt(p, k, v, tg, cf):
             cam = Camera(v, k, rs.width, rs.height)
@@ -177,6 +189,8 @@ def loss_terms(graphdef, params, consts: StepConstants, batch: Batch, rs: Render
         terms["temporal"] = losses.temporal_loss(temporal, float(lc.temporal_means))
     terms["vsd"] = losses.vsd_term(rgb, teacher_gradient)
     total, weighted = losses.total_loss(terms, lc)
+    if return_renders:
+        raw["rendered"] = rgb
     return total, {**weighted, **raw, "overflow": jnp.any(overflow)}
 
 
@@ -189,11 +203,14 @@ def _all_finite(tree) -> jax.Array:
 
 def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, rs: RenderSettings,
                     loss_config, *, state_shardings: TrainState, const_shardings, batch_shardings: Batch, mesh,
-                    distill=None, teacher_shardings=None, burn_in: int = 0):
+                    distill=None, teacher_shardings=None, score_shardings=None, burn_in: int = 0):
     """``step(state, consts, batch) -> (state, metrics)`` jitted with the given shardings; ``state`` is donated.
 
     With ``distill`` (a :class:`avatar_jax.train.vsd.Distiller`) the step is ``step(state, consts, batch, teacher)``:
-    the frozen teacher's parameters come in with ``teacher_shardings`` and give the VSD term its gradient.
+    the frozen teacher's parameters come in with ``teacher_shardings`` and give the VSD term its gradient. A
+    variational distiller makes it ``step(state, consts, batch, teacher, score) -> (state, score, metrics)``: the
+    LoRA score (:class:`avatar_jax.train.vsd.ScoreState`, ``score_shardings``, donated) gives ``eps_phi`` and takes
+    one AdamW step on this step's renders; ``metrics["vsd_score"]`` is its denoising loss.
     ``burn_in``: leading frames of each window run without loss (``train.burn_in_frames``).
 
     ``metrics``: ``loss`` and every term, ``grad_norm``, ``overflow``, ``ok`` (this step was applied), ``bad_streak``,
@@ -203,13 +220,20 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
     if float(loss_config.vsd) and distill is None:
         raise ConfigError("loss.vsd > 0 needs a teacher (vsd.teacher); set loss.vsd=0 to train without VSD")
 
-    def step(state: TrainState, consts: StepConstants, batch: Batch, teacher=None):
+    variational = distill is not None and distill.variational
+
+    def step(state: TrainState, consts: StepConstants, batch: Batch, teacher=None, score=None):
         chex.assert_rank(batch.audio, 2)
-        hook = None if distill is None else distill.hook(teacher, batch.audio, state.step)
+        # the teacher hears the audio of the scored frames (after the burn-in)
+        vsd_audio = batch.audio[:, int(round(burn_in * batch.audio.shape[1] / batch.num_frames)):]
+        hook = None if distill is None else distill.hook(teacher, vsd_audio, state.step, score)
         grad_fn = jax.value_and_grad(lambda p: loss_terms(graphdef, p, consts, batch, rs, loss_config, hook,
-                                                                burn_in),
+                                                                burn_in, variational),
                                      has_aux=True)
         (loss, terms), grads = grad_fn(state.params)
+        if variational:  # the LoRA score learns this step's renders (stop-gradient)
+            new_score, terms["vsd_score"] = distill.update_score(teacher, score, terms.pop("rendered"), vsd_audio,
+                                                                 state.step)
         ok = jnp.isfinite(loss) & _all_finite(grads) & ~terms["overflow"]
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
@@ -222,12 +246,17 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
                          bad_streak=jnp.where(ok, 0, state.bad_streak + 1), bad_total=state.bad_total + bad)
         metrics = dict(loss=loss, **terms, grad_norm=optax.tree.norm(grads), ok=ok, bad_streak=new.bad_streak,
                        bad_total=new.bad_total)
+        if variational:
+            return new, jax.tree.map(keep, new_score, score), metrics
         return new, metrics
 
     replicated = NamedSharding(mesh, PartitionSpec())
     in_shardings = (state_shardings, const_shardings, batch_shardings)
     if distill is not None:
         in_shardings += (teacher_shardings,)
+    if variational:
+        return jax.jit(step, in_shardings=in_shardings + (score_shardings,),
+                       out_shardings=(state_shardings, score_shardings, replicated), donate_argnums=(0, 4))
     return jax.jit(step, in_shardings=in_shardings, out_shardings=(state_shardings, replicated), donate_argnums=0)
 
 
