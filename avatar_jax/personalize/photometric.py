@@ -24,12 +24,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from avatar_jax.body import lbs
+from avatar_jax.body import lbs, parts
 from avatar_jax.eval.ssim import ssim, ssim_map
 from avatar_jax.gaussians.cloud import GaussianCloud, dc_from_rgb, rgb_from_dc
 from avatar_jax.geometry import camera as cam_lib
 from avatar_jax.geometry import quaternion
-from avatar_jax.personalize import appearance_fill, visibility
+from avatar_jax.personalize import appearance_fill, surface_graph, visibility
+from avatar_jax.personalize import densify as densify_lib
 from avatar_jax.personalize.crops import Crops
 from avatar_jax.personalize.surface_graph import SurfaceGraph
 from avatar_jax.render import intersection_count, render
@@ -54,6 +55,11 @@ class PhotoFit:
     offsets: np.ndarray
     normal_offsets: np.ndarray
     crop_psnr: dict
+    added: int = 0
+
+
+def _logit(p: float) -> float:
+    return float(np.log(p / (1 - p)))
 
 
 def psnr_in_mask(render_rgb: np.ndarray, photo: np.ndarray, mask: np.ndarray) -> float:
@@ -102,8 +108,26 @@ def fit_photo(cloud: GaussianCloud, skinning: jax.Array, camera: cam_lib.Camera,
               lr: float = 0.01, dssim_weight: float = 0.2, mask_weight: float = 0.5, crop_weight: float = 0.5,
               max_offset: float = 0.05, max_slide: float = 0.015, offset_prior: float = 1.0,
               smooth_prior: float = 10.0,
-              seen_pixels: float = 0.3, sharp_init: bool = True, progress=None) -> PhotoFit:
-    """``photo (H,W,3)`` in [0,1] and ``mask (H,W)`` at ``camera``'s resolution; ``graph`` over the cloud."""
+              seen_pixels: float = 0.3, min_facing: float = 0.3, sharp_init: bool = True,
+              max_scale_growth: float = 3.0, inner_max_scale: float = 0.005, unseen_widen: float = 1.3,
+              unseen_opacity: float = 0.98,
+              densify: densify_lib.Densify | None = None, progress=None) -> PhotoFit:
+    """``photo (H,W,3)`` in [0,1] and ``mask (H,W)`` at ``camera``'s resolution; ``graph`` over the cloud.
+
+    A Gaussian counts as seen when its visible weight exceeds ``seen_pixels`` and its normal faces the
+    camera by at least ``min_facing`` (cosine): at grazing angles (the side of the head near the ears)
+    a Gaussian's footprint is a sliver on the silhouette whose photo colour belongs to its neighbours
+    (the face), and those colours would be carried round to the back of the head.
+
+    A Gaussian's scales may grow at most ``max_scale_growth`` times their initial value (no blobs), and
+    those of the hidden inner surfaces (eyeballs, mouth cavity) stay under ``inner_max_scale`` metres:
+    bigger discs there poke through the skin and show skin-coloured specks on the back of the head.
+    Unseen Gaussians end opaque (``unseen_opacity``) and ``unseen_widen`` times wider, so that the unseen
+    surface is closed and nothing behind it (the face, seen from behind) shows through.
+
+    ``densify``: once, at that fraction of the steps, face and hand Gaussians with a large mean
+    screen-space positional gradient are cloned or split (:mod:`avatar_jax.personalize.densify`); the
+    returned cloud, ``seen`` and offsets then have the new size, ``added`` says how many were added."""
     target = jnp.asarray(photo * mask[..., None], jnp.float32)
     m = jnp.asarray(mask, jnp.float32)
     normals = normals_of(cloud)
@@ -127,9 +151,13 @@ def fit_photo(cloud: GaussianCloud, skinning: jax.Array, camera: cam_lib.Camera,
         # Weight alone lets the far side show through gaps of a thin cloud; a seen surface also faces us.
         normal = quaternion.to_matrix(quats)[:, :, 2]
         to_cam = camera.position - means
-        facing = jnp.sum(normal * to_cam, -1) > 0.05 * jnp.linalg.norm(to_cam, axis=-1)
+        facing = jnp.sum(normal * to_cam, -1) > min_facing * jnp.linalg.norm(to_cam, axis=-1)
         return np.asarray(jnp.where(facing, w_px, 0.0)), np.asarray(c / jnp.maximum(w, 1e-8)[:, None])
 
+    inner = np.isin(np.asarray(cloud.part), (parts.EYES, parts.MOUTH))[:, None]
+    log_hi = np.minimum(np.asarray(cloud.log_scales) + np.log(max_scale_growth), LOG_SCALE_RANGE[1])
+    log_hi = jnp.asarray(np.where(inner, np.minimum(log_hi, np.log(inner_max_scale)), log_hi), jnp.float32)
+    cloud = cloud.replace(log_scales=jnp.minimum(cloud.log_scales, log_hi))
     means0, quats0 = pose_cloud(cloud, skinning)
     scales0 = jnp.exp(cloud.log_scales)
     cap_main = _capacity(means0, quats0, scales0, camera)
@@ -145,13 +173,15 @@ def fit_photo(cloud: GaussianCloud, skinning: jax.Array, camera: cam_lib.Camera,
     cloud = cloud.replace(sh=cloud.sh.at[:, 0].set(dc))
 
     params = dict(offsets=jnp.zeros((cloud.num, 3), jnp.float32), log_scales=cloud.log_scales, dc=cloud.sh[:, 0],
-                  opacity_logits=cloud.opacity_logits)
+                  opacity_logits=cloud.opacity_logits, dmeans=jnp.zeros((cloud.num, 3), jnp.float32))
     # Everything big is an argument, not a closed-over constant: XLA would otherwise constant-fold
     # the projection of 20k Gaussians at compile time (minutes).
     consts = dict(cloud=cloud, skinning=skinning, target=target, mask=m, camera=camera, normals=normals,
-                  edges=edges, edge_w=edge_w)
+                  edges=edges, edge_w=edge_w, log_hi=log_hi)
     if crops is not None:
         consts.update(crop_camera=crops.camera, crop_target=crop_target, crop_mask=crop_mask)
+    # Read when a function is traced: densification changes N, so the jitted step retraces and sees new ones.
+    caps = dict(main=cap_main, crop=cap_crop)
 
     def offsets_of(o, n):
         """Raw ``(N,3)`` -> bounded offsets ``(N,3)``: normal part within max_offset, sliding within max_slide."""
@@ -165,20 +195,23 @@ def fit_photo(cloud: GaussianCloud, skinning: jax.Array, camera: cam_lib.Camera,
         off = offsets_of(p["offsets"], k["normals"])
         means, quats = pose_cloud(c, k["skinning"], off)
         sh = c.sh.at[:, 0].set(p["dc"])
-        return dict(means=means, quats=quats, scales=jnp.exp(jnp.clip(p["log_scales"], *LOG_SCALE_RANGE)),
+        log_s = jnp.minimum(jnp.maximum(p["log_scales"], LOG_SCALE_RANGE[0]), k["log_hi"])
+        # dmeans is always zero: its gradient is the positional gradient that densification reads.
+        return dict(means=means + p["dmeans"], quats=quats, scales=jnp.exp(log_s),
                     opacities=jax.nn.sigmoid(p["opacity_logits"]),
                     colors=sh if c.sh_degree > 0 else rgb_from_dc(p["dc"]))
 
     def render_main(p, k):
-        return render(camera=k["camera"], background=(0.0, 0.0, 0.0), capacity=cap_main, check_finite=False,
+        return render(camera=k["camera"], background=(0.0, 0.0, 0.0), capacity=caps["main"], check_finite=False,
                       **posed(p, k))
 
     def loss_fn(p, k):
         g = posed(p, k)
-        out = render(camera=k["camera"], background=(0.0, 0.0, 0.0), capacity=cap_main, check_finite=False, **g)
+        out = render(camera=k["camera"], background=(0.0, 0.0, 0.0), capacity=caps["main"], check_finite=False,
+                     **g)
         loss = _views_loss(out, k["target"], k["mask"], dssim_weight, mask_weight)
         if crops is not None:
-            oc = render(camera=k["crop_camera"], background=(0.0, 0.0, 0.0), capacity=cap_crop,
+            oc = render(camera=k["crop_camera"], background=(0.0, 0.0, 0.0), capacity=caps["crop"],
                         check_finite=False, **g)
             loss = loss + crop_weight * jnp.mean(_views_loss(oc, k["crop_target"], k["crop_mask"], dssim_weight,
                                                              mask_weight))
@@ -188,20 +221,51 @@ def fit_photo(cloud: GaussianCloud, skinning: jax.Array, camera: cam_lib.Camera,
         return loss + offset_prior * jnp.mean(jnp.sum(o**2, -1)) + smooth_prior * smooth
 
     # Colours move fast, geometry slowly (metres), opacities in logit units.
-    labels = {"offsets": "offsets", "log_scales": "log_scales", "dc": "dc", "opacity_logits": "opacity_logits"}
+    labels = {key: key for key in params}
     opt = optax.multi_transform(
         {"offsets": optax.adam(lr * 0.02), "log_scales": optax.adam(lr * 0.5), "dc": optax.adam(lr * 5),
-         "opacity_logits": optax.adam(lr * 5)}, labels)
+         "opacity_logits": optax.adam(lr * 5), "dmeans": optax.set_to_zero()}, labels)
     state = opt.init(params)
 
     @jax.jit
     def step(p, s, k):
         loss, g = jax.value_and_grad(loss_fn)(p, k)
         upd, s = opt.update(g, s, p)
-        return optax.apply_updates(p, upd), s, loss
+        # Screen-space positional gradient (3DGS's densification signal), in photo-camera pixels:
+        # the image-plane part of dL/dx_cam times dx_cam/du = z / fx.
+        cam = k["camera"]
+        means_cam = posed(p, k)["means"] @ cam.viewmat[:3, :3].T + cam.viewmat[:3, 3]
+        g_cam = g["dmeans"] @ cam.viewmat[:3, :3].T
+        screen = jnp.linalg.norm(g_cam[:, :2], axis=-1) * jnp.maximum(means_cam[:, 2], 0.0) / cam.K[0, 0]
+        return optax.apply_updates(p, upd), s, loss, screen
 
+    at = int(round(densify.at_fraction * steps)) if densify is not None else -1
+    grad_sum = np.zeros(cloud.num)
+    added = 0
     for i in range(steps):
-        params, state, loss = step(params, state, consts)
+        if i == at and i > 0:
+            chosen = densify_lib.select(grad_sum / i, np.asarray(cloud.part), densify.fraction, densify.max_new)
+            current = cloud.replace(log_scales=params["log_scales"], opacity_logits=params["opacity_logits"],
+                                    sh=cloud.sh.at[:, 0].set(params["dc"]))
+            cloud, parent = densify_lib.densify(current, chosen, densify)
+            added = len(chosen)
+            normals = normals_of(cloud)
+            graph = surface_graph.build(np.asarray(cloud.means), np.asarray(normals), np.asarray(cloud.part),
+                                        graph.face_region[parent])
+            log_hi = log_hi[jnp.asarray(parent)]
+            params = dict(offsets=params["offsets"][jnp.asarray(parent)], log_scales=cloud.log_scales,
+                          dc=cloud.sh[:, 0], opacity_logits=cloud.opacity_logits,
+                          dmeans=jnp.zeros((cloud.num, 3), jnp.float32))
+            consts.update(cloud=cloud, normals=normals, edges=jnp.asarray(graph.edges),
+                          edge_w=jnp.asarray(graph.weights), log_hi=log_hi)
+            g0 = posed(params, consts)
+            caps["main"] = _capacity(g0["means"], g0["quats"], g0["scales"], camera)
+            if crops is not None:
+                caps["crop"] = _capacity(g0["means"], g0["quats"], g0["scales"], crops.camera)
+            state = opt.init(params)  # new Gaussians start with fresh moments (as in 3DGS)
+        params, state, loss, screen = step(params, state, consts)
+        if i < at:
+            grad_sum += np.asarray(screen)
         if progress is not None:
             progress(i, float(loss))
     out = jax.jit(render_main)(params, consts)
@@ -209,22 +273,32 @@ def fit_photo(cloud: GaussianCloud, skinning: jax.Array, camera: cam_lib.Camera,
 
     # Which Gaussians the fitted avatar really shows: only those keep their fitted colours.
     g = jax.jit(posed)(params, consts)
-    weight, _ = seen_weights(g["means"], g["quats"], g["scales"], g["opacities"], cap_main, cap_crop)
+    weight, _ = seen_weights(g["means"], g["quats"], g["scales"], g["opacities"], caps["main"], caps["crop"])
     seen = weight > seen_pixels
     off = np.asarray(offsets_of(params["offsets"], normals))
     fitted_rgb = np.asarray(rgb_from_dc(params["dc"]))
-    filled = appearance_fill.harmonic_fill(fitted_rgb, seen, graph, np.asarray(cloud.part))
-    fitted = cloud.replace(means=cloud.means + jnp.asarray(off),
-                           log_scales=jnp.clip(params["log_scales"], *LOG_SCALE_RANGE),
-                           opacity_logits=params["opacity_logits"],
+    # Colours outside [0,1] (a fit pushing a half-transparent edge) would shine through gaps elsewhere.
+    filled = np.clip(appearance_fill.harmonic_fill(np.clip(fitted_rgb, 0, 1), seen, graph, np.asarray(cloud.part)),
+                     0, 1)
+    # The unseen surface must be closed: through gaps between its discs the far side shows (from behind,
+    # the face through the back of the head). Nothing constrains those Gaussians and their filled colours
+    # are smooth, so they are made opaque and a little wider (not the inner eyes and mouth).
+    log_s = jnp.minimum(jnp.maximum(params["log_scales"], LOG_SCALE_RANGE[0]), log_hi)
+    closing = jnp.asarray(~seen & ~np.isin(np.asarray(cloud.part), (parts.EYES, parts.MOUTH)))
+    log_s = jnp.where(closing[:, None] & (jnp.arange(3) < 2),
+                      jnp.minimum(log_s + np.log(unseen_widen), LOG_SCALE_RANGE[1]), log_s)
+    opacity_logits = jnp.where(closing, jnp.maximum(params["opacity_logits"], _logit(unseen_opacity)),
+                               params["opacity_logits"])
+    fitted = cloud.replace(means=cloud.means + jnp.asarray(off), log_scales=log_s, opacity_logits=opacity_logits,
                            sh=cloud.sh.at[:, 0].set(dc_from_rgb(jnp.asarray(filled))))
     area = np.exp(np.asarray(cloud.log_scales[:, 0] + cloud.log_scales[:, 1]))  # disc area ~ s0 * s1
     crop_psnr = {}
     if crops is not None:
-        oc = jax.jit(lambda p, k: render(camera=k["crop_camera"], background=(0.0, 0.0, 0.0), capacity=cap_crop,
+        oc = jax.jit(lambda p, k: render(camera=k["crop_camera"], background=(0.0, 0.0, 0.0), capacity=caps["crop"],
                                          check_finite=False, **posed(p, k)))(params, consts)
         for b, name in enumerate(crops.names):
             crop_psnr[name] = psnr_in_mask(np.asarray(oc.rgb[b]), crops.photo[b], crops.mask[b])
     return PhotoFit(fitted, rgb, alpha, psnr_in_mask(rgb, np.asarray(photo), np.asarray(mask)),
                     ssim_in_mask(rgb, np.asarray(photo), np.asarray(mask)), seen,
-                    float((area * seen).sum() / area.sum()), off, np.sum(off * np.asarray(normals), -1), crop_psnr)
+                    float((area * seen).sum() / area.sum()), off, np.sum(off * np.asarray(normals), -1), crop_psnr,
+                    added)

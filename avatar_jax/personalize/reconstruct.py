@@ -26,11 +26,12 @@ from avatar_jax.body import lbs, phenotype
 from avatar_jax.body.template import load_template
 from avatar_jax.gaussians import avatar_file, init, ply
 from avatar_jax.geometry import camera as cam_lib
-from avatar_jax.personalize import body_fit, crops, detect, photometric, quality, surface_graph
+from avatar_jax.personalize import body_fit, crops, densify, detect, photometric, quality, surface_graph
 from avatar_jax.render import render
 
 # Settings with defaults here, so older configs keep working: config.reconstruct.KEY overrides them.
-DEFAULTS = dict(crop_size=128, max_offset=0.05, max_slide=0.03, offset_smooth=1.0, crop_weight=0.5)
+DEFAULTS = dict(crop_size=128, max_offset=0.05, max_slide=0.03, offset_smooth=1.0, crop_weight=0.5,
+                densify_fraction=0.3, densify_max_new=3000, densify_at=0.35, silhouette_weight=1.0)
 
 
 def _setting(c, key):
@@ -90,19 +91,19 @@ def reconstruct(image: np.ndarray, config, say=None, person: int | None = None) 
     tpl = load_template()
     h, w = image.shape[:2]
     t = time.perf_counter()
-    fit = body_fit.fit_body(tpl, det.keypoints, det.confidence, w, h, fov_y_deg=c.fov_y_deg, steps=c.body_steps)
+    fit = body_fit.fit_body(tpl, det.keypoints, det.confidence, w, h, fov_y_deg=c.fov_y_deg, steps=c.body_steps,
+                            mask=(det.mask > 0.5).astype(np.float32),
+                            silhouette_weight=float(_setting(c, "silhouette_weight")))
     times["body_fit_s"] = time.perf_counter() - t
-    say(f"[2/4] body fit: keypoint error {100 * fit.error_fraction:.2f}% of image height "
-        f"({times['body_fit_s']:.1f}s)")
+    shape = ", ".join(f"{n} {v:.2f}" for n, v in zip(phenotype.PHENOTYPE_NAMES, fit.phenotype, strict=True))
+    say(f"[2/4] body fit: keypoint error {100 * fit.error_fraction:.2f}% of image height, silhouette IoU "
+        f"{fit.silhouette_iou:.2f}; shape: {shape} ({times['body_fit_s']:.1f}s)")
 
     t = time.perf_counter()
     verts, joints = phenotype.shaped_rest(tpl, jnp.asarray(fit.phenotype))
     verts = np.asarray(verts)
     cloud = init.init_on_template(tpl, c.num_gaussians, vertices=verts, sh_degree=c.sh_degree, seed=config.seed)
-    normals = np.asarray(photometric.normals_of(cloud))
-    part = np.asarray(cloud.part)
-    graph = surface_graph.build(np.asarray(cloud.means), normals, part,
-                                surface_graph.face_region(tpl, np.asarray(cloud.means), part, verts))
+    graph = surface_graph.for_cloud(tpl, cloud, verts)
     _, skinning = lbs.forward_kinematics(tpl, joints, jnp.asarray(fit.pose), jnp.asarray(fit.root))
     s = c.work_size / max(h, w)
     ww, wh = max(1, round(w * s)), max(1, round(h * s))
@@ -122,14 +123,20 @@ def reconstruct(image: np.ndarray, config, say=None, person: int | None = None) 
         if i % 20 == 0 or i == c.photo_steps - 1:
             say(f"      photometric step {i + 1}/{c.photo_steps}: loss {loss:.4f}")
 
+    dens = None
+    if _setting(c, "densify_fraction") > 0 and _setting(c, "densify_max_new") > 0:
+        dens = densify.Densify(tpl, verts, at_fraction=float(_setting(c, "densify_at")),
+                               fraction=float(_setting(c, "densify_fraction")),
+                               max_new=int(_setting(c, "densify_max_new")), seed=config.seed)
     pf = photometric.fit_photo(cloud, skinning, cam, photo, mask, graph, crops=zoomed, steps=c.photo_steps,
                                lr=c.photo_lr, max_offset=float(_setting(c, "max_offset")),
                                max_slide=float(_setting(c, "max_slide")),
                                smooth_prior=float(_setting(c, "offset_smooth")),
-                               crop_weight=float(_setting(c, "crop_weight")), progress=tick)
+                               crop_weight=float(_setting(c, "crop_weight")), densify=dens, progress=tick)
     times["photometric_s"] = time.perf_counter() - t
     say(f"[3/4] photometric fit: PSNR {pf.psnr_in_mask:.2f} dB, SSIM {pf.ssim_in_mask:.3f} inside the person mask "
-        f"at {ww}x{wh}; {100 * pf.seen_share:.0f}% of the surface seen ({times['photometric_s']:.1f}s)")
+        f"at {ww}x{wh}; {100 * pf.seen_share:.0f}% of the surface seen; {pf.added} Gaussians added on face and "
+        f"hands ({times['photometric_s']:.1f}s)")
 
     t = time.perf_counter()
     strip = turntable(pf.cloud, c.turntable_views, c.turntable_size)
@@ -147,7 +154,11 @@ def reconstruct(image: np.ndarray, config, say=None, person: int | None = None) 
                   keypoint_error_fraction_of_height=fit.error_fraction, seen_surface_share=pf.seen_share,
                   crop_psnr_in_mask_db=pf.crop_psnr, people_found=det.people, person_used=det.person,
                   work_resolution=[ww, wh], num_gaussians=int(pf.cloud.num), seen_gaussians=int(pf.seen.sum()),
+                  densified_gaussians=pf.added,
                   phenotype=dict(zip(phenotype.PHENOTYPE_NAMES, map(float, fit.phenotype), strict=True)),
+                  body_silhouette_iou=fit.silhouette_iou,
+                  avatar_silhouette_iou=float(((pf.alpha > 0.5) & (mask > 0.5)).sum()
+                                              / max(((pf.alpha > 0.5) | (mask > 0.5)).sum(), 1)),
                   offset_m=dict(normal_mean_abs=float(np.abs(pf.normal_offsets).mean()),
                                 normal_max_abs=float(np.abs(pf.normal_offsets).max()),
                                 max_from_surface=float(np.linalg.norm(pf.offsets, axis=1).max()),

@@ -44,13 +44,31 @@ class SurfaceGraph:
 
 
 def face_region(template: BodyTemplate, means: np.ndarray, part: np.ndarray, vertices: np.ndarray | None = None,
-                radius: float = 0.02) -> np.ndarray:
+                radius: float = 0.02, normals: np.ndarray | None = None, min_forward: float = 0.25) -> np.ndarray:
     """``(N,)`` True for head Gaussians within ``radius`` metres of a face landmark (eyes, lips, nose,
-    cheeks, forehead, jaw line) of the template at ``vertices`` (default: rest)."""
+    cheeks, forehead, jaw line) of the template at ``vertices`` (default: rest).
+
+    With ``normals (N,3)`` (canonical, the body faces -z) only Gaussians facing forward by at least
+    ``min_forward`` (cosine) count: the face oval's landmarks reach the ears, and 2 cm around them
+    would otherwise carry face colours round the side of the head towards its back.
+    """
     v = template.reference_vertices if vertices is None else vertices
     marks = kp.regress(np.asarray(v), template.keypoint_vertices, template.keypoint_weights)[kp.FACE]
     d, _ = cKDTree(marks).query(means)
-    return np.isin(part, parts.FACE_PARTS) & (d < radius)
+    out = np.isin(part, parts.FACE_PARTS) & (d < radius)
+    if normals is not None:
+        out &= np.asarray(normals)[:, 2] < -min_forward
+    return out
+
+
+def for_cloud(template: BodyTemplate, cloud, vertices: np.ndarray | None = None) -> SurfaceGraph:
+    """The surface graph of a canonical ``cloud`` on the template at ``vertices``, with its
+    forward-facing face region cut off."""
+    from avatar_jax.personalize.photometric import normals_of
+
+    means, part = np.asarray(cloud.means), np.asarray(cloud.part)
+    normals = np.asarray(normals_of(cloud))
+    return build(means, normals, part, face_region(template, means, part, vertices, normals=normals))
 
 
 def build(means: np.ndarray, normals: np.ndarray, part: np.ndarray, face: np.ndarray, *, k: int = 10,

@@ -13,7 +13,7 @@ from avatar_jax.body import lbs, parts, phenotype
 from avatar_jax.body.template import load_template
 from avatar_jax.gaussians import init
 from avatar_jax.gaussians.cloud import rgb_from_dc
-from avatar_jax.personalize import appearance_fill, photometric, reconstruct, surface_graph
+from avatar_jax.personalize import appearance_fill, densify, photometric, reconstruct, surface_graph
 from avatar_jax.render import render
 from tests.personalize import scenes
 
@@ -22,9 +22,7 @@ MAX_SLIDE = 0.01
 
 
 def _graph(tpl, cloud, verts):
-    means, part = np.asarray(cloud.means), np.asarray(cloud.part)
-    return surface_graph.build(means, np.asarray(photometric.normals_of(cloud)), part,
-                               surface_graph.face_region(tpl, means, part, verts))
+    return surface_graph.for_cloud(tpl, cloud, verts)
 
 
 def _greenish(rgb):
@@ -46,8 +44,8 @@ def hand_scene():
     mask = (alpha > 0.5).astype(np.float32)
     cloud = init.init_on_template(tpl, 5000, vertices=verts, seed=1)
     fit = photometric.fit_photo(cloud, skinning, camera, photo, mask, _graph(tpl, cloud, verts), steps=25,
-                                lr=0.025, max_offset=MAX_OFFSET,
-                                max_slide=MAX_SLIDE)
+                                lr=0.025, max_offset=MAX_OFFSET, max_slide=MAX_SLIDE,
+                                densify=densify.Densify(tpl, verts, max_new=600))
     return dict(tpl=tpl, verts=verts, photo=photo, camera=camera, fit=fit, cloud=cloud)
 
 
@@ -57,6 +55,8 @@ def test_occluded_chest_does_not_take_the_hand_colour(hand_scene):
     assert _greenish(s["photo"][chest_box]).mean() > 0.15  # the hand really covers part of the chest
     assert s["fit"].psnr_in_mask > 18.0
     fitted = s["fit"].cloud
+    # Densified where the photo shows detail (face, the hand): the new Gaussians are in the cloud.
+    assert 0 < s["fit"].added <= 600 and fitted.num == s["cloud"].num + s["fit"].added
     means, part = np.asarray(fitted.means), np.asarray(fitted.part)
     torso = (part == parts.BODY) & (np.abs(means[:, 0]) < 0.2) & (means[:, 1] > 0.0)  # no arms, no hands
     args = {k: v[torso] for k, v in fitted.render_args().items()}
@@ -87,8 +87,9 @@ def test_unseen_back_is_smoother_than_seen_front_and_nothing_floats(hand_scene):
     front = _high_frequency_energy(views[0], alphas[0])
     back = _high_frequency_energy(views[1], alphas[1])
     assert front > 0 and back <= front, (front, back)
-    # No floaters: each Gaussian stays within the bound of its own point on the template surface.
-    tpl, verts, cloud = hand_scene["tpl"], hand_scene["verts"], hand_scene["cloud"]
+    # No floaters: each Gaussian (densified ones too) stays within the bound of its own point on the
+    # template surface.
+    tpl, verts, cloud = hand_scene["tpl"], hand_scene["verts"], fit.cloud
     surface = np.einsum("nk,nkc->nc", np.asarray(cloud.bary), verts[tpl.faces[np.asarray(cloud.face)]])
     dist = np.linalg.norm(np.asarray(fit.cloud.means) - surface, axis=1)
     assert dist.max() <= np.hypot(MAX_OFFSET, MAX_SLIDE) + 1e-4
@@ -113,3 +114,27 @@ def test_back_of_the_head_is_filled_from_hair_never_from_the_face():
     assert (filled[back, 0] < 0.05).all() and (filled[back, 2] > 0.9).all()
     # Seen Gaussians keep their colours.
     np.testing.assert_array_equal(filled[seen], colours[seen])
+
+
+def test_hands_the_photo_does_not_show_take_the_skin_colour():
+    tpl = load_template()
+    cloud = init.init_on_template(tpl, 8000, seed=2)
+    part = np.asarray(cloud.part)
+    graph = _graph(tpl, cloud, tpl.reference_vertices)
+    normals = np.asarray(photometric.normals_of(cloud))
+    hands = np.isin(part, parts.HAND_PARTS)
+    skin, sleeve = np.array([0.85, 0.6, 0.5], np.float32), np.array([0.1, 0.2, 0.8], np.float32)
+    colours = np.where(graph.face_region[:, None], skin, sleeve).astype(np.float32)
+    seen = (normals[:, 2] < -0.3) & ~hands  # a photo from the front that cuts both hands off
+    seen[np.nonzero(hands & (part == parts.HAND_L))[0][:3]] = True  # a sliver at the frame's edge
+    filled = appearance_fill.harmonic_fill(colours, seen, graph, part)
+    np.testing.assert_allclose(filled[hands], np.broadcast_to(skin, (hands.sum(), 3)), atol=0.02)
+    # No face seen at all: the template's skin tone, not the sleeve and not grey.
+    filled = appearance_fill.harmonic_fill(colours, seen & ~graph.face_region, graph, part)
+    np.testing.assert_allclose(filled[hands], np.broadcast_to(appearance_fill.DEFAULT_SKIN, (hands.sum(), 3)),
+                               atol=0.02)
+    # A hand the photo shows keeps its own colours.
+    shown = seen | (hands & (normals[:, 2] < -0.3))
+    colours[hands] = sleeve
+    filled = appearance_fill.harmonic_fill(colours, shown, graph, part)
+    np.testing.assert_array_equal(filled[shown], colours[shown])
