@@ -36,6 +36,10 @@ def add_arguments(parser):
     parser.add_argument("--frames", type=int, default=0, help="first N frames of each clip (0: whole clips)")
     parser.add_argument("--no-rest", action="store_true", help="leave out the rest-pose (no motion) reference row")
     parser.add_argument("--syncnet", default=None, help="local syncnet_v2.model: adds SyncC / SyncD")
+    parser.add_argument("--lpips", default=None, help="lpips' head weights (lpips/weights/v0.1/alex.pth): adds LPIPS")
+    parser.add_argument("--lpips-backbone", default=None,
+                        help="torchvision's trunk weights for --lpips (alexnet-owt-7be5be79.pth / vgg16-397923af.pth)")
+    parser.add_argument("--lpips-net", default="alex", choices=("alex", "vgg"), help="LPIPS trunk")
     parser.add_argument("--inception", default=None, help="local pt_inception-2015-12-05-6726825d.pth: adds FID")
     parser.add_argument("--i3d", default=None, help="local i3d_pretrained_400.pt: adds FVD (>= 2 clips of >= 9 frames)")
     parser.add_argument("--mediapipe", action="store_true", help="run MediaPipe on the renders (HKC / HKV)")
@@ -67,6 +71,12 @@ def run(args, config) -> int:
         from avatar_jax.eval.syncnet import load_syncnet
 
         opts.syncnet = load_syncnet(args.syncnet)
+    if args.lpips:
+        from avatar_jax.eval.lpips import load_lpips
+
+        opts.lpips = load_lpips(args.lpips, args.lpips_backbone, net=args.lpips_net)
+    elif args.lpips_backbone:
+        raise InputError("--lpips-backbone needs --lpips (the head weights, lpips/weights/v0.1/alex.pth)")
     if args.inception:
         from avatar_jax.eval.inception import load_inception
 

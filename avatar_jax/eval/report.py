@@ -10,6 +10,7 @@ Metrics per clip, then averaged over clips (frame-weighted where per frame):
   (full frame) against the ground-truth frames;
 - ``sync_lag`` / ``sync_corr``: the offline audio-to-mouth-opening measure on face landmarks (the
   method's own landmarks when it gives them, MediaPipe Face Mesh on its frames when asked);
+- ``lpips``: LPIPS distance to the ground-truth frames (mean over frames) when an LPIPS is given;
 - ``csim``: dlib face descriptor similarity to the clip's first ground-truth frame (when dlib is there);
 - ``hkc`` / ``hkv``: MediaPipe Hands on the frames (when asked: it runs in the MediaPipe venv);
 - ``sync_c`` / ``sync_d``: SyncNet confidence / distance on 224x224 face crops (a fixed box around the
@@ -70,6 +71,7 @@ class Options:
     syncnet: object | None = None  # avatar_jax.eval.syncnet.SyncNet
     inception: object | None = None  # avatar_jax.eval.inception.InceptionV3FID
     fvd_features: Callable | None = None  # clips (N,T,H,W,3) -> (N,D)
+    lpips: object | None = None  # avatar_jax.eval.lpips.LPIPS
     csim: bool = True
     mediapipe: bool = False  # HKC/HKV and Face Mesh sync on the rendered frames
     max_lag: int = 5
@@ -122,6 +124,13 @@ def _clip_scores(clip: EvalClip, out: MethodOutput, opts: Options, missing: dict
         "psnr": _pooled_psnr(mse(jnp.asarray(pred), jnp.asarray(gt), mask)),
         "ssim": float(jnp.mean(ssim(jnp.asarray(pred), jnp.asarray(gt)))),
     }
+    if opts.lpips is not None:
+        from avatar_jax.eval.lpips import lpips
+
+        try:
+            s["lpips"] = float(np.mean(lpips(opts.lpips, pred, gt)))
+        except InputError as e:
+            missing.setdefault("lpips", str(e))
     s.update(_sync(clip, out.face, pred, opts, missing))
     s.update(_identity(clip, pred, embedder, missing))
     if opts.mediapipe:
@@ -188,9 +197,9 @@ def _mean(rows: list[dict], key: str) -> float | None:
     return float(sum(v * w for v, w in vals) / sum(w for _, w in vals))
 
 
-METRICS = ("psnr", "ssim", "sync_corr", "sync_lag", "csim", "hkc", "hkv", "sync_c", "sync_d", "fid", "fvd")
-HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "sync_corr": True, "csim": True, "hkc": True, "sync_c": True,
-                    "sync_d": False, "fid": False, "fvd": False, "sync_lag": None, "hkv": None}
+METRICS = ("psnr", "ssim", "lpips", "sync_corr", "sync_lag", "csim", "hkc", "hkv", "sync_c", "sync_d", "fid", "fvd")
+HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "lpips": False, "sync_corr": True, "csim": True, "hkc": True,
+                    "sync_c": True, "sync_d": False, "fid": False, "fvd": False, "sync_lag": None, "hkv": None}
 
 
 def score_methods(clips: list[EvalClip], methods: dict[str, list[MethodOutput]], opts: Options | None = None) -> dict:
@@ -219,6 +228,9 @@ def score_methods(clips: list[EvalClip], methods: dict[str, list[MethodOutput]],
                                        np.stack([_to_unit(o.frames) for o in outputs]), opts.fvd_features)
         report["methods"][name] = table
         report["per_clip"][name] = rows
+    if opts.lpips is None:
+        missing.setdefault("lpips", "LPIPS weights not given (--lpips alex.pth --lpips-backbone "
+                                    "alexnet-owt-7be5be79.pth)")
     if opts.syncnet is None:
         missing.setdefault("sync_c", "SyncNet weights not given (--syncnet syncnet_v2.model)")
     if opts.inception is None:

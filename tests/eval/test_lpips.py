@@ -55,3 +55,17 @@ def test_missing_and_wrong_weights_are_clear_errors(tmp_path, io, model):
         lpips_lib.lpips(model, io["a"][:, :16, :16], io["b"][:, :16, :16])
     with pytest.raises(InputError, match="one shape"):
         lpips_lib.lpips(model, io["a"], io["b"][:2])
+
+
+def test_report_scores_lpips_when_given(io, model):
+    from avatar_jax.eval import report as report_lib
+
+    clip = report_lib.EvalClip("c", io["a"], np.full(io["a"].shape[:3], 255, np.uint8),
+                               np.zeros(3 * 640, np.float32), None)
+    methods = {"noisy": [report_lib.MethodOutput(io["b"] / 255.0)]}
+    rep = report_lib.score_methods([clip], methods, report_lib.Options(csim=False, lpips=model))
+    assert rep["methods"]["noisy"]["lpips"] == pytest.approx(float(np.mean(io["total"])), rel=1e-4)
+    assert abs(rep["methods"][report_lib.GROUND_TRUTH]["lpips"]) < 1e-12 and "lpips" not in rep["missing"]
+    assert "lpips ↓" in report_lib.markdown(rep)
+    without = report_lib.score_methods([clip], methods, report_lib.Options(csim=False))
+    assert "lpips" not in without["methods"]["noisy"] and "--lpips alex.pth" in without["missing"]["lpips"]

@@ -91,6 +91,7 @@ def test_eval_command_input_errors_are_one_line(tmp_path):
         (["--workdir", str(tmp_path), "--compare", "nameonly"], "--compare takes NAME=WORKDIR"),
         (["--workdir", str(tmp_path), "--syncnet", str(tmp_path / "s.model")], "syncnet_v2.model"),
         (["--workdir", str(tmp_path), "--i3d", str(tmp_path / "i.pt")], "i3d_pretrained_400.pt"),
+        (["--workdir", str(tmp_path), "--lpips", str(tmp_path / "alex.pth")], "LPIPS linear weights (alex.pth)"),
     ]:
         res = subprocess.run([sys.executable, "-m", "avatar_jax.cli", "eval", *args], capture_output=True,
                              text=True, env=env, timeout=300)
