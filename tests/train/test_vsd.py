@@ -98,7 +98,7 @@ STUDENT = ["model.num_particles=8", "model.d_model=16", "model.num_heads=2", "au
            "train.warmup_steps=1", "loss.keypoints=0", "loss.vsd=100.0"]
 
 
-def _distill_run(mesh_shape, devices, steps=2):
+def _distill_run(mesh_shape, devices, steps=2, variational=False):
     from avatar_jax.geometry import look_at
     from avatar_jax.model.canonical import synthetic_avatar
     from avatar_jax.train import data, sharding, step
@@ -115,9 +115,15 @@ def _distill_run(mesh_shape, devices, steps=2):
     graphdef, state = state_lib.create_state(config, mesh, optimizer)
     teacher, vae = tiny.build(config.teacher)
     text = tiny.null_text(config.teacher)
-    distiller, tparams = vsd.split_teacher(teacher, vae, text, text, vsd.VSDSettings(audio_scale=2.0))
+    settings = vsd.VSDSettings(audio_scale=2.0, variational=variational, lora_rank=2, lora_lr=1e-2)
+    distiller, tparams = vsd.split_teacher(teacher, vae, text, text, settings)
     tsh = vsd.teacher_shardings(mesh, tparams)
     tparams = jax.device_put(tparams, tsh)
+    score = score_sh = None
+    if variational:
+        score = vsd.init_score(teacher, distiller)
+        score_sh = vsd.score_shardings(mesh, distiller, score)
+        score = jax.device_put(score, score_sh)
     const_sh = step.constant_shardings(mesh, consts)
     rng = np.random.default_rng(0)
     b = 8
@@ -134,12 +140,18 @@ def _distill_run(mesh_shape, devices, steps=2):
     batch_sh = data.batch_shardings(mesh, batches[0])
     fn = step.make_train_step(graphdef, optimizer, rs, config.loss, state_shardings=jax.tree.map(
         lambda x: x.sharding, state), const_shardings=const_sh, batch_shardings=batch_sh, mesh=mesh,
-        distill=distiller, teacher_shardings=tsh)
+        distill=distiller, teacher_shardings=tsh, score_shardings=score_sh)
     consts = jax.device_put(consts, const_sh)
-    history = []
+    history, scores = [], [jax.device_get(score)]  # host copies: the step donates the score it is given
     for batch in batches:
-        state, metrics = fn(state, consts, data.to_device(batch, batch_sh), tparams)
+        if variational:
+            state, score, metrics = fn(state, consts, data.to_device(batch, batch_sh), tparams, score)
+            scores.append(jax.device_get(score))
+        else:
+            state, metrics = fn(state, consts, data.to_device(batch, batch_sh), tparams)
         history.append({k: float(v) for k, v in jax.device_get(metrics).items()})
+    if variational:
+        return state, history, scores
     return state, history, tparams
 
 
@@ -262,3 +274,39 @@ def test_fold_lora_keeps_the_teacher_function(setup):
     assert not jax.tree.leaves(nnx.state(teacher, nnx.LoRAParam))
     after = teacher.epsilon(x, tau, cond)
     np.testing.assert_allclose(np.asarray(after), np.asarray(before), atol=1e-5 * float(jnp.abs(before).max()))
+
+
+def test_variational_distillation_step_trains_the_lora_score_alongside():
+    """The variational step takes and returns the LoRA score: step 1 (LoRA at zero, guidance over audio only)
+    still gives a VSD gradient, the score's denoising loss is reported, its LoRA moves every step, the teacher
+    does not, and the student's parameters move."""
+    from avatar_jax.train import sharding
+    from avatar_jax.train import state as state_lib
+    from avatar_jax.train.optimizer import make_optimizer
+
+    state, hist, scores = _distill_run({"data": 1, "fsdp": 1, "model": 1}, jax.devices()[:1], variational=True)
+    for m in hist:
+        assert m["ok"] == 1.0 and np.isfinite(m["vsd_score"]) and m["vsd_score"] > 0
+    assert hist[0]["vsd"] != 0.0 and hist[0]["grad_norm"] > 0
+    for before, after in zip(scores, scores[1:], strict=False):
+        moved = max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
+                    for a, b in zip(jax.tree.leaves(after.lora), jax.tree.leaves(before.lora), strict=True))
+        assert moved > 1e-4
+    config = load_config("tiny", STUDENT)
+    mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "model": 1}, jax.devices()[:1])
+    _, fresh = state_lib.create_state(config, mesh, make_optimizer(config.train))
+    assert any(float(np.abs(np.asarray(a) - np.asarray(b)).max()) > 0
+               for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(fresh.params), strict=True))
+
+
+def test_load_teacher_refuses_a_missing_or_wrong_teacher_dir(tmp_path):
+    from avatar_jax.errors import ConfigError, InputError
+    from avatar_jax.train import sharding
+
+    mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "model": 1}, jax.devices()[:1])
+    with pytest.raises(ConfigError, match="vsd.teacher"):
+        vsd.load_teacher(load_config("tiny", ["loss.vsd=1.0"]), mesh)
+    with pytest.raises(InputError, match="not a directory"):
+        vsd.load_teacher(load_config("tiny", ["loss.vsd=1.0", f"vsd.teacher={tmp_path / 'nope'}"]), mesh)
+    with pytest.raises(ConfigError, match="lora_rank"):
+        vsd.settings_from_config(load_config("tiny", ["vsd.variational=true", "vsd.lora_rank=0"]), 8, 25.0)
