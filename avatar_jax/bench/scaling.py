@@ -257,9 +257,14 @@ def plot(rows: list[dict], path: str) -> None:
             ax_flops.plot([p[0] for p in done], [f0 * n0 / p[0] for p in done], ":", color=colour)
     for hbm, name in ((16, "v5e HBM 16 GiB"), (95, "v5p HBM 95 GiB")):
         ax_mem.axhline(hbm, color="grey", lw=0.8, ls=":")
-        ax_mem.text(4, hbm * 1.05, name, color="grey", fontsize=7, va="bottom")
+        ax_mem.text(0.02, hbm * 1.05, name, color="grey", fontsize=7, va="bottom",
+                    transform=ax_mem.get_yaxis_transform())
+    chips = sorted({r["devices"] for r in rows if r.get("topology") and "error" not in r})
     for ax in (ax_mem, ax_flops):
         ax.set_xscale("log", base=2)
+        if chips:
+            ax.set_xticks(chips, [str(c) for c in chips])
+            ax.set_xlim(chips[0] / 1.5, chips[-1] * 1.5)
         ax.set_yscale("log")
         ax.set_xlabel("chips")
         ax.legend(fontsize=6)
