@@ -117,7 +117,7 @@ def compile_case(case: dict, config) -> dict:
         devices = topologies.get_topology_desc(case["topology"], platform="tpu").devices
     else:
         devices = jax.devices()[: case["devices"]]
-    shape = mesh_for(len(devices))
+    shape = dict(case["axes"]) if case.get("axes") else mesh_for(len(devices))  # axes: a mesh other than mesh_for's
     mesh = sharding.make_mesh(shape, devices)
     teacher, vae = _abstract_teacher(case["teacher"], config)
     text_shape = (1, 2, 8) if case["teacher"] == "tiny" else (1, 512, 4096)
@@ -189,6 +189,9 @@ def cases(config) -> list[dict]:
     for teacher in config.bench.scaling_teachers:
         if teacher == "tiny":
             out += [{"teacher": "tiny", "devices": n, "topology": None} for n in CPU_DEVICES]
+            # the data axis alone (fsdp = model = 1): per-device FLOPs against data parallelism
+            out += [{"teacher": "tiny", "devices": n, "topology": None, "axes": {"data": n, "fsdp": 1, "model": 1}}
+                    for n in CPU_DEVICES[1:]]
         else:
             out += [{"teacher": teacher, "devices": None, "topology": t} for t in config.bench.scaling_topologies]
     return out
@@ -208,9 +211,10 @@ def data_axis_flops(rows: list[dict]) -> list[dict]:
     ``flops_x_chips`` relative to the smallest slice of the group (1.0 = per-device FLOPs exactly 1/N)."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        if "flops" not in r or not r.get("topology"):
+        if "flops" not in r or "mesh" not in r:
             continue
-        key = (r["teacher"], r["topology"].split(":")[0], r["mesh"]["fsdp"], r["mesh"]["model"])
+        chip = r["topology"].split(":")[0] if r.get("topology") else "cpu"
+        key = (r["teacher"], chip, r["mesh"]["fsdp"], r["mesh"]["model"])
         groups.setdefault(key, []).append(r)
     out = []
     for (teacher, chip, fsdp, model), group in sorted(groups.items()):
@@ -289,7 +293,7 @@ def settings_of(config) -> dict:
 
 def _key(case: dict, settings: dict) -> str:
     return json.dumps({"teacher": case["teacher"], "devices": case.get("devices") if not case.get("topology") else None,
-                       "topology": case.get("topology"), **settings}, sort_keys=True)
+                       "topology": case.get("topology"), "axes": case.get("axes"), **settings}, sort_keys=True)
 
 
 def load_rows(path: str) -> dict[str, dict]:

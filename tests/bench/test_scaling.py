@@ -85,3 +85,15 @@ def test_row_cache_is_keyed_by_case_and_settings(tmp_path):
     assert cached[scaling._key(case, settings)] == row
     assert scaling._key(case, {**settings, "batch": 32}) not in cached  # other settings: compiled again
     assert scaling._key({**case, "teacher": "1.3B"}, settings) not in cached
+    assert scaling._key({**case, "axes": {"data": 256, "fsdp": 1, "model": 1}}, settings) not in cached
+
+
+def test_cpu_data_axis_sweep_is_grouped_with_the_one_device_row():
+    rows = [dict(_row("tiny", None, n, (d, f, m), flops=8.0 / n), topology=None)
+            for n, (d, f, m) in ((1, (1, 1, 1)), (2, (1, 2, 1)), (2, (2, 1, 1)), (8, (8, 1, 1)))]
+    got = scaling.data_axis_flops(rows)
+    assert [(r["chip"], r["data"], r["flops_x_chips"]) for r in got] == [("cpu", 1, 1.0), ("cpu", 2, 1.0),
+                                                                          ("cpu", 8, 1.0)]
+    config = load_config("tiny", [])
+    sweep = [c for c in scaling.cases(config) if c.get("axes")]
+    assert [c["axes"]["data"] * c["axes"]["fsdp"] * c["axes"]["model"] for c in sweep] == [2, 4, 8]
