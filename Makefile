@@ -31,7 +31,7 @@ venv: $(STAMP)
 # A rerun resumes; e.g. `make demo DEMO_ARGS="--image me.jpg --out out/me"`.
 DEMO_ARGS ?=
 demo: $(STAMP) $(MEDIAPIPE_VENV)/.installed
-	$(VENV)/bin/avatar-jax demo --config configs/tiny.py $(DEMO_ARGS)
+	$(VENV)/bin/avatar-jax demo --config configs/tiny.py:face $(DEMO_ARGS)
 
 # Two workers: most test time is XLA compilation, which is single-threaded.
 test: $(STAMP) $(MEDIAPIPE_VENV)/.installed $(TPU_VENV)/.installed

@@ -235,16 +235,16 @@ def defaults() -> ml_collections.ConfigDict:
     c.demo.image = ""  # photo of a person; "": skimage.data.astronaut() (public domain)
     c.demo.num_gaussians = 4000  # reconstruction Gaussians (the rig adds lips, mouth, eyes)
     c.demo.body_steps = 200  # reconstruct: body fit steps
-    c.demo.photo_steps = 60  # reconstruct: photometric fit steps
-    c.demo.work_size = 192  # reconstruct: photometric fit resolution (long side)
+    c.demo.photo_steps = 40  # reconstruct: photometric fit steps
+    c.demo.work_size = 128  # reconstruct: photometric fit resolution (long side)
     c.demo.crop_size = 96  # reconstruct: face/hand crop cameras (0: none)
-    c.demo.size = 64  # training frame side (pixels)
-    c.demo.framing = "upper_body"  # face | upper_body
+    c.demo.size = 48  # training frame side (pixels): the tiny:face recipe's clips
+    c.demo.framing = "face"  # face | upper_body (the tiny:face recipe learns the mouth on face clips)
     c.demo.voices = ("en-us", "en+m3")  # training voices
     c.demo.sentences = 3  # training sentences per voice
     c.demo.held_out_voice = "en-us+f3"  # never heard in training
-    c.demo.train_steps = 40  # overrides train.steps (0: keep train.steps)
-    c.demo.batch_size = 4  # overrides train.batch_size (0: keep it)
+    c.demo.train_steps = 0  # overrides train.steps (0: keep train.steps, e.g. the tiny:face recipe's)
+    c.demo.batch_size = 0  # overrides train.batch_size (0: keep it)
     c.demo.video_size = 128  # side of each panel of demo.mp4 and of the held-out scoring renders
     c.demo.novel_azimuth = 35.0  # degrees around the avatar of the novel view
     return c
