@@ -3,6 +3,7 @@ the synthetic talking clips (a synthetic-data teacher for CPU experiments and te
 
     avatar-jax prepare --synthetic --avatar synthetic --out DATA --config configs/teacher_tiny.py
     avatar-jax train --config configs/teacher_tiny.py --workdir DIR --data DATA
+    python -m avatar_jax.teacher.tiny_eval --workdir DIR --data DATA    # held-out mouth-opening scores
 
 32x32 face framing (the mouth is ~6 px wide, its opening 0.5-3 px), windows of 9 frames (5 latent frames
 of 8x8 after the VAE's /4 space, /2 time), flow matching. See avatar_jax/teacher/tiny_training.py.
@@ -29,6 +30,7 @@ def get_config(arg=None):
     c.data.synthetic.framing = "face"
     c.data.synthetic.voices = ("en-us", "en+m3", "en-us+f3")  # en-gb-scotland is held out (teacher.eval_voice)
     c.data.synthetic.sentences = 8
+    c.data.held_out = 0.0  # every prepared clip trains; held out are other sentences in another voice (tiny_eval)
 
     tc = c.teacher
     tc.num_layers = 4

@@ -14,8 +14,12 @@ the lip gap in pixels (upper to lower lip keypoint), fitted on training frames *
 VAE* (the image domain the samples live in). Its correlation with the true lip gap on held-out frames (raw
 and VAE-reconstructed) is reported too, so the meter itself is checked.
 
+A second meter, :class:`LatentMouthMeter`, reads the lip gap per latent frame straight off the sampled latents
+(ridge regression fitted on encoded training windows), leaving the decoder's blur out.
+
 Scores: Pearson correlation over all held-out frames between the sampled clips' mouth opening and (1) the
-true lip gap of the rig for that audio and (2) the audio's RMS loudness per frame, for each condition.
+true lip gap of the rig for that audio and (2) the audio's RMS loudness per frame, for each condition (the
+``latent_*`` entries: the same per latent frame, from the latent meter).
 """
 
 from __future__ import annotations
@@ -89,6 +93,40 @@ class MouthMeter:
         return cls(box, mean, scale, w_, float(y.mean()))
 
 
+def per_latent_frame(values: np.ndarray, k: int) -> np.ndarray:
+    """``(N, 1 + k(F-1))`` per-video-frame values -> ``(N, F)``: latent frame 0 keeps frame 0, latent f the mean
+    of the ``k`` frames it encodes (the causal VAE's grouping)."""
+    n, t = values.shape
+    rest = values[:, 1:].reshape(n, (t - 1) // k, k).mean(-1)
+    return np.concatenate([values[:, :1], rest], axis=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class LatentMouthMeter:
+    """Lip gap (pixels, per latent frame) read off normalised latents ``(N, F, h, w, z)`` by ridge regression
+    over every latent pixel of a frame: the decoder's blur left out (the VAE is the tiny teacher's weakest part)."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    w: np.ndarray
+    bias: float
+
+    def __call__(self, latents: np.ndarray) -> np.ndarray:
+        """``(N, F, h, w, z)`` -> ``(N, F)``."""
+        x = np.asarray(latents, np.float64).reshape(latents.shape[0] * latents.shape[1], -1)
+        return (((x - self.mean) / self.scale) @ self.w + self.bias).reshape(latents.shape[:2])
+
+    @classmethod
+    def fit(cls, latents: np.ndarray, gap: np.ndarray, ridge: float = 100.0) -> LatentMouthMeter:
+        """``latents (N, F, h, w, z)`` with the lip gap per latent frame ``gap (N, F)``."""
+        x = np.asarray(latents, np.float64).reshape(latents.shape[0] * latents.shape[1], -1)
+        y = np.asarray(gap, np.float64).ravel()
+        mean, scale = x.mean(0), x.std(0) + 1e-3
+        xs = (x - mean) / scale
+        w = np.linalg.solve(xs.T @ xs + ridge * np.eye(xs.shape[1]), xs.T @ (y - y.mean()))
+        return cls(mean, scale, w, float(y.mean()))
+
+
 def training_frames(root: str, max_frames: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Up to ``max_frames`` frames ``(N, H, W, 3)`` and face keypoints ``(N, 478, 2)`` of the train split."""
     rng = np.random.default_rng(seed)
@@ -111,6 +149,24 @@ def autoencode(vae, frames: np.ndarray, seq_len: int) -> np.ndarray:
     x = jnp.asarray(frames[: n * seq_len].reshape(n, seq_len, *frames.shape[1:]), jnp.float32) / 127.5 - 1.0
     rec = jax.jit(lambda v: vae.decode(vae.latent_mean(v)))(x)
     return np.asarray(jnp.round((rec + 1.0) * 127.5)).astype(np.uint8).reshape(-1, *frames.shape[1:])
+
+
+def _encode(vae, windows: np.ndarray) -> np.ndarray:
+    """``(N, T, H, W, 3)`` uint8 windows -> normalised posterior means ``(N, F, h, w, z)``."""
+    x = jnp.asarray(windows, jnp.float32) / 127.5 - 1.0
+    return np.asarray(jax.jit(lambda v: vae.normalize(vae.latent_mean(v)))(x))
+
+
+def fit_latent_meter(config, vae, root: str, max_windows: int = 200) -> LatentMouthMeter:
+    """:class:`LatentMouthMeter` fitted on (up to ``max_windows``) training windows encoded by the VAE."""
+    from avatar_jax.train import data
+
+    source = data.make_source(config, root, "train")
+    rows = np.random.default_rng(0).permutation(len(source))[:max_windows]
+    items = [source[int(i)] for i in rows]
+    latents = _encode(vae, np.stack([it["frame"] for it in items]))
+    gap = np.stack([lip_gap(it["face"]) for it in items])
+    return LatentMouthMeter.fit(latents, per_latent_frame(gap, vae.spec.temporal_factor))
 
 
 def held_out_clips(config, root: str, count: int | None = None) -> list:
@@ -139,7 +195,7 @@ def held_out_clips(config, root: str, count: int | None = None) -> list:
 def sample_windows(teacher, vae, null_text, audio_feats: jax.Array, noise: jax.Array, *, steps: int, shift: float,
                    audio_scale: float) -> np.ndarray:
     """Latents from ``noise (N, F, h, w, z)`` conditioned on ``audio_feats (N, T, C)`` (zeros: dropped) ->
-    decoded frames ``(N, T, H, W, 3)`` uint8."""
+    ``(latents (N, F, h, w, z), decoded frames (N, T, H, W, 3) uint8)``."""
     n = noise.shape[0]
     cond = Conditions(text=jnp.broadcast_to(null_text, (n, *null_text.shape[1:])), null_text=null_text,
                       audio=audio_feats)
@@ -148,9 +204,10 @@ def sample_windows(teacher, vae, null_text, audio_feats: jax.Array, noise: jax.A
     def run(noise, feats):
         c = cond._replace(audio=feats)
         z = sampler.sample(teacher, noise, c, num_steps=steps, shift=shift, text_scale=1.0, audio_scale=audio_scale)
-        return sampler.decode_frames(vae, z)
+        return z, sampler.decode_frames(vae, z)
 
-    return np.asarray(run(noise, audio_feats))
+    z, frames = run(noise, audio_feats)
+    return np.asarray(z), np.asarray(frames)
 
 
 def evaluate(workdir: str, root: str, *, clips: int | None = None, audio_scales: tuple[float, ...] | None = None,
@@ -164,9 +221,10 @@ def evaluate(workdir: str, root: str, *, clips: int | None = None, audio_scales:
     frames, faces = training_frames(root)
     rec = autoencode(vae, frames, seq_len)
     meter = MouthMeter.fit(rec, faces[: rec.shape[0]])
+    latent_meter = fit_latent_meter(config, vae, root)
     held = held_out_clips(config, root, clips)
     spf = int(round(schema.SAMPLE_RATE / fps))
-    gt_gap, gt_rms, gt_raw, gt_rec, windows = [], [], [], [], []
+    gt_gap, gt_rms, gt_raw, gt_rec, windows, gap_windows, rms_windows, clip_frames = [], [], [], [], [], [], [], []
     for clip in held:
         n = clip.frames.shape[0] // seq_len
         t = n * seq_len
@@ -176,6 +234,10 @@ def evaluate(workdir: str, root: str, *, clips: int | None = None, audio_scales:
         gt_raw.append(meter(clip.frames[:t]))
         gt_rec.append(meter(autoencode(vae, clip.frames[:t], seq_len)))
         windows.append(clip.audio[: t * spf].reshape(n, seq_len * spf))
+        gap_windows.append(gt_gap[-1].reshape(n, seq_len))
+        rms_windows.append(gt_rms[-1].reshape(n, seq_len))
+        clip_frames.append(clip.frames[:t].reshape(n, seq_len, *clip.frames.shape[1:]))
+    held_latents = _encode(vae, np.concatenate(clip_frames))
     gap, rms = np.concatenate(gt_gap), np.concatenate(gt_rms)
     audio = jnp.asarray(np.concatenate(windows))
     feats = teacher_audio(audio, seq_len, int(tc.n_mels), fps)
@@ -202,10 +264,16 @@ def evaluate(workdir: str, root: str, *, clips: int | None = None, audio_scales:
     for s in scales:
         samples[f"audio_scale_{s:g}"] = sample_windows(teacher, vae, null_text, feats, noise, steps=steps, shift=shift,
                                                        audio_scale=s)
-    for name, video in samples.items():
+    gap_l = per_latent_frame(np.concatenate(gap_windows), k)
+    rms_l = per_latent_frame(np.concatenate(rms_windows), k)
+    result["latent_meter"] = {"corr_true_gap_on_held_out_latents": _corr(latent_meter(held_latents), gap_l)}
+    for name, (z, video) in samples.items():
         opening = meter(video.reshape(-1, *video.shape[2:]))
+        opening_l = latent_meter(z)
         result["conditions"][name] = {"corr_true_gap": _corr(opening, gap), "corr_audio_rms": _corr(opening, rms),
-                                      "opening_std_px": float(opening.std())}
+                                      "opening_std_px": float(opening.std()),
+                                      "latent_corr_true_gap": _corr(opening_l, gap_l),
+                                      "latent_corr_audio_rms": _corr(opening_l, rms_l)}
     if out:
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         with open(out, "w") as f:

@@ -75,6 +75,18 @@ def check_config(config) -> None:
         raise ConfigError("the tiny teacher trains in one process (it is CPU-sized); run it without --num-processes")
 
 
+_TRAINERS: dict[str, TinyTeacherTrainer] = {}
+
+
+def trainer_for(config) -> TinyTeacherTrainer:
+    """The :class:`TinyTeacherTrainer` of ``config``, one per distinct config in a process: a resumed run or
+    a reload in the same process reuses its traced and compiled steps."""
+    key = json.dumps(json.loads(config.to_json()), sort_keys=True)
+    if key not in _TRAINERS:
+        _TRAINERS[key] = TinyTeacherTrainer(config)
+    return _TRAINERS[key]
+
+
 def _optimizer(lr: float, steps: int, warmup: int) -> optax.GradientTransformation:
     steps = max(steps, 2)
     sched = optax.warmup_cosine_decay_schedule(0.0, lr, min(warmup, steps - 1), steps, end_value=0.1 * lr)
@@ -96,7 +108,7 @@ class TinyTeacherTrainer:
         self.dit_steps = int(t.steps) - self.vae_steps
         self.vae_opt = _optimizer(float(tc.vae_lr), self.vae_steps, int(t.warmup_steps))
         self.dit_opt = _optimizer(float(tc.dit_lr), self.dit_steps, int(t.warmup_steps))
-        self._fresh = (self.teacher_template.to_pure_dict(), self.vae_template.to_pure_dict())
+        self._fresh = (nnx.to_pure_dict(self.teacher_template), nnx.to_pure_dict(self.vae_template))
         self.vae_step = jax.jit(self._vae_step, donate_argnums=0)
         self.dit_step = jax.jit(self._dit_step, donate_argnums=0)
         self.encode = jax.jit(self._encode)
@@ -211,7 +223,7 @@ def train_teacher(config, workdir: str, *, data_root: str | None = None, progres
     root = data_root or config.data.root
     source = data.make_source(config, root, "train")
     iterator = data.make_iterator(config, source)
-    trainer = TinyTeacherTrainer(config)
+    trainer = trainer_for(config)
     steps, vae_steps = int(t.steps), trainer.vae_steps
     with contextlib.ExitStack() as stack:
         ckpt = stack.enter_context(Checkpointer(workdir, config, fingerprint_keys=FINGERPRINT_KEYS))
@@ -333,7 +345,7 @@ def load_tiny_teacher(workdir: str):
     if not is_teacher_config(config):
         raise InputError(f"{workdir!r} holds a run of train.target={config.train.get('target', 'avatar')!r}, "
                          f"not a tiny teacher (train.target={TARGET!r})")
-    trainer = TinyTeacherTrainer(config)
+    trainer = trainer_for(config)
     with Checkpointer(workdir, config, fingerprint_keys=FINGERPRINT_KEYS) as ckpt:
         if ckpt.latest_step() is None:
             raise InputError(f"{workdir!r} holds no tiny-teacher checkpoint yet")

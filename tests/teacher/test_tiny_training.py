@@ -52,7 +52,7 @@ def run(dataset, tmp_path_factory):
 
 def _params(work):
     cfg = load_config(CONFIG, SMALL)
-    trainer = tiny_training.TinyTeacherTrainer(cfg)
+    trainer = tiny_training.trainer_for(cfg)
     from avatar_jax.train.checkpoint import Checkpointer
 
     with Checkpointer(work, cfg, fingerprint_keys=tiny_training.FINGERPRINT_KEYS) as ckpt:
@@ -147,3 +147,15 @@ def test_mouth_meter_reads_the_opening_of_a_dark_mouth_box():
     assert np.abs(meter(test) - gap).mean() < 0.3
     with pytest.raises(InputError, match=">= 10 frames"):
         tiny_eval.MouthMeter.fit(f[:5], face[:5])
+
+
+def test_latent_meter_and_per_latent_frame_grouping():
+    vals = np.arange(2 * 9, dtype=float).reshape(2, 9)
+    np.testing.assert_allclose(tiny_eval.per_latent_frame(vals, 2), [[0, 1.5, 3.5, 5.5, 7.5], [9, 10.5, 12.5, 14.5,
+                                                                                                 16.5]])
+    rng = np.random.default_rng(1)
+    gap = rng.uniform(0, 3, (60, 5))
+    pattern = rng.normal(size=(4, 4, 2))
+    latents = gap[..., None, None, None] * pattern + 0.1 * rng.normal(size=(60, 5, 4, 4, 2))
+    meter = tiny_eval.LatentMouthMeter.fit(latents[:40], gap[:40], ridge=1.0)
+    assert np.corrcoef(meter(latents[40:]).ravel(), gap[40:].ravel())[0, 1] > 0.95
