@@ -206,12 +206,14 @@ def fit_body(template: BodyTemplate, points: np.ndarray, confidence: np.ndarray,
     def silhouette_loss(p):
         uv = project_vertices(p)
         inside = (uv[:, 0] >= 0) & (uv[:, 0] < width) & (uv[:, 1] >= 0) & (uv[:, 1] < height)
-        d_out = _bilinear(dist, uv * grid_scale)
-        out_term = jnp.sum(jnp.where(inside, (d_out / 0.05) ** 2, 0.0)) / jnp.maximum(inside.sum(), 1)
+        # Both robust (Geman-McClure, like the keypoints): a mask that misses an arm behind an object, or a
+        # coat far wider than the body, must not drag the pose away from the keypoints.
+        sigma2 = 0.02**2
+        d_out = _bilinear(dist, uv * grid_scale) ** 2
+        out_term = jnp.sum(jnp.where(inside, d_out / (d_out + sigma2), 0.0)) / jnp.maximum(inside.sum(), 1)
         d2 = jnp.min(jnp.sum((outline[:, None] - uv[None]) ** 2, -1), axis=1) / scale**2
-        sigma2 = 0.03**2
-        cover = jnp.mean(d2 / (d2 + sigma2)) * sigma2 / 0.05**2
-        return out_term + 0.5 * cover
+        cover = jnp.mean(d2 / (d2 + sigma2))
+        return (out_term + 0.5 * cover) * sigma2 / 0.05**2
 
     def loss_fn(p, sigma, sil_on):
         uv, z = project(p)
