@@ -100,6 +100,8 @@ def test_cli_job_skips_a_nan_step_resumes_and_stops_after_bad_steps(dataset, tmp
         scores = summary["held_out"][when]
         assert scores["clips"] == 1 and 5 < scores["psnr_mask"] < 60 and -1 <= scores["mouth_corr"] <= 1
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(work, "tb")))
+    # the workdir's config names the data it trained on (--data), so eval and export need no --data again
+    assert json.loads(open(os.path.join(work, "config.json")).read())["data"]["root"] == dataset
 
     # Resume in this process (8 devices, a 1-device mesh) and keep going; then poison two steps in a row.
     cfg = config("mesh.data=1", "mesh.model=-1", "train.batch_size=4", "train.steps=8", "train.checkpoint_every=2",
@@ -186,30 +188,46 @@ def test_bench_train_quick_runs_through_the_cli(tmp_path):
     assert rows[1]["speedup_vs_1"] > 0 and rows[0]["memory_ratio_vs_1"] == 1.0
 
 
+# `avatar-jax reconstruct` of the astronaut at reduced settings (the avatar only has to be the person in the clips).
+RECONSTRUCT = ["--config.reconstruct.num_gaussians=3000", "--config.reconstruct.body_steps=100",
+               "--config.reconstruct.photo_steps=20", "--config.reconstruct.work_size=128",
+               "--config.reconstruct.crop_size=0", "--config.reconstruct.turntable_views=2",
+               "--config.reconstruct.turntable_size=64"]
+ACCEPT_SIZE = 48
+
+
+@pytest.fixture(scope="module")
+def astronaut_clips(tmp_path_factory):
+    """``reconstruct`` of skimage's astronaut (public domain) -> ``prepare --synthetic --avatar DIR`` at 48 px, face
+    framing: two voices x three sentences for training; held out: two unseen sentences in an unseen voice."""
+    import imageio.v3 as iio
+    from skimage import data as skdata
+
+    tmp = tmp_path_factory.mktemp("astronaut")
+    iio.imwrite(tmp / "astronaut.png", skdata.astronaut())
+    avatar = str(tmp / "avatar")
+    assert cli.main(["reconstruct", "--image", str(tmp / "astronaut.png"), "--out", avatar, *RECONSTRUCT]) == 0
+    root = str(tmp / "clips")
+    opts = synthetic.SyntheticOptions(size=ACCEPT_SIZE, voices=("en-us", "en+m3"), sentences=3, framing="face")
+    synthetic.prepare_synthetic(avatar, root, opts, held_out=0.0, progress=False)
+    add_held_out(root, avatar, 3000, clips=2, size=ACCEPT_SIZE, offset=10, seed=99)
+    return root
+
+
 @pytest.mark.slow
-def test_training_beats_the_untrained_model_on_held_out_speech(tmp_path):
-    """Acceptance (issue 11), the README's Training numbers: clips of the synthetic figure (48 px, face framing,
-    two voices x three sentences); held out: two unseen sentences in an unseen voice. After 40 steps the training
-    loss has fallen, and over the first second (24 frames) of the held-out clips the PSNR inside the mask and
-    the mouth-opening correlation with the teacher are above the untrained model's."""
-    root = str(tmp_path / "clips")
-    opts = synthetic.SyntheticOptions(size=48, num_gaussians=600, voices=("en-us", "en+m3"), sentences=3,
-                                      framing="face")
-    synthetic.prepare_synthetic("synthetic", root, opts, held_out=0.0, progress=False)
-    add_held_out(root, "synthetic", 600, clips=2, size=48, offset=10, seed=99)
-    cfg = load_config("tiny", ["mesh.data=1", "mesh.model=-1", "model.num_particles=16", "model.d_model=32",
-                               "train.batch_size=4", "train.seq_len=8", "train.steps=40", "train.log_every=5",
-                               "train.learning_rate=3e-4", "train.eval_clips=2", "train.eval_frames=24",
-                               "train.image_every=0", "train.checkpoint_every=0", "train.capacity_factor=2.0"])
+def test_training_beats_the_untrained_model_on_held_out_speech(astronaut_clips, tmp_path):
+    """Acceptance (issue 11), the README's Training numbers: the `tiny:face` recipe on clips of the reconstructed
+    astronaut. The training loss falls, and over WHOLE held-out clips (unseen sentences, unseen voice, from rest
+    at frame 0, audio only) the PSNR inside the mask and the mouth-opening correlation with the teacher beat
+    the untrained model's."""
+    cfg = load_config("tiny:face", ["mesh.data=1", "mesh.model=-1", "train.log_every=10", "train.eval_clips=2",
+                                    "train.image_every=0", "train.checkpoint_every=0", "train.capacity_factor=2.0"])
     one = make_mesh({"data": 1, "fsdp": 1, "model": 1}, jax.devices()[:1])
-    summary = loop.train(cfg, str(tmp_path / "run"), data_root=root, mesh=one, progress=False)
+    summary = loop.train(cfg, str(tmp_path / "run"), data_root=astronaut_clips, mesh=one, progress=False)
     print({k: v for k, v in summary.items() if k not in ("losses", "compiled")})
     losses = np.asarray(summary["losses"])
-    assert losses[-10:].mean() < 0.95 * losses[:10].mean()
+    assert losses[-10:].mean() < 0.8 * losses[:10].mean()
     before, after = summary["held_out"]["before"], summary["held_out"]["after"]
-    assert after["psnr_mask"] > before["psnr_mask"]
-    if not after["mouth_corr"] > before["mouth_corr"] + 0.05:
-        # Known gap (issues 11/12 open): with the model v2 deformer (closed loop, region particles, body
-        # path) 40 steps no longer raise the mouth correlation (measured -0.03 vs 0.00; it was 0.15 before).
-        pytest.xfail(f"held-out mouth correlation {after['mouth_corr']:.3f} does not beat the untrained "
-                     f"{before['mouth_corr']:.3f} + 0.05")
+    assert before["clips"] == after["clips"] == 2
+    assert after["psnr_mask"] > before["psnr_mask"] + 0.05
+    assert after["mouth_corr"] > before["mouth_corr"] + 0.1
