@@ -74,7 +74,9 @@ def test_trained_model_moves_and_depends_on_audio(avatar, key):
 
 
 def test_streaming_in_chunks_equals_one_pass(avatar, key):
-    cfg, model = build()
+    # 0.1 noise on every weight at the default twist scale (0.1) moves particles by up to 0.5 m a frame,
+    # where float rounding differs by ~1e-5 m between compilations; 0.01 keeps the motion realistic.
+    cfg, model = build(twist_scale=0.01)
     graphdef, state = nnx.split(model)
     state = perturbed(state, key)
     driving = jax.random.normal(jax.random.key(3), (11, cfg.d_model))
