@@ -9,9 +9,11 @@ stage's outputs and ``demo.json``: the run's fingerprint (config + photo) and th
 their seconds. A rerun with the same ``out`` reuses finished stages; an ``out`` that holds anything
 else (another config or photo, or a folder that is not a demo) is refused unless ``overwrite``.
 
-The held-out clip is a sentence the training clips never say, spoken by a voice they never use; it is
-rendered by the same rig at ``demo.video_size``, scored against the trained and the untrained model,
-and shown in ``demo.mp4``: photo | teacher | model (front) | model (novel view), with its audio.
+The held-out clips are ``demo.held_out_sentences`` sentences the training clips never say, spoken by a
+voice they never use, drawn by the same rig at the training size. They are scored whole, trained vs
+untrained model, the way training scores its held-out split (``train/evaluate.py`` with the training
+run's lip binding and render settings). The first of them is also drawn at ``demo.video_size`` and shown
+in ``demo.mp4``: photo | teacher | model (front) | model (novel view), with its audio.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class DemoPaths:
 
     def __getattr__(self, name: str) -> str:
         files = dict(manifest=MANIFEST, photo="photo.png", avatar="avatar", data="data", held_out="held_out",
+                     teacher="held_out_video",
                      run="run", bundle="bundle", video="demo.mp4", strip="frames.png", metrics="metrics.json")
         if name not in files:
             raise AttributeError(name)
@@ -71,6 +74,8 @@ def stage_config(config):
         raise InputError(f"demo.size and demo.video_size must be even and >= 16, got {d.size} and {d.video_size}")
     if d.held_out_voice in tuple(d.voices):
         raise InputError(f"demo.held_out_voice {d.held_out_voice!r} is also a training voice; it must be unheard")
+    if int(d.held_out_sentences) < 1:
+        raise InputError(f"demo.held_out_sentences must be >= 1, got {d.held_out_sentences}")
     if int(d.sentences) < 1 or not tuple(d.voices):
         raise InputError("the demo needs demo.sentences >= 1 and at least one training voice (demo.voices)")
     with c.unlocked():
@@ -80,12 +85,12 @@ def stage_config(config):
         s = c.data.synthetic
         s.size, s.framing, s.voices, s.sentences, s.subjects = int(d.size), str(d.framing), tuple(d.voices), int(
             d.sentences), 1
-        c.data.held_out = 0.0  # every prepared clip trains; the held-out clip is made apart (unseen voice + text)
+        c.data.held_out = 0.0  # every prepared clip trains; held-out clips are made apart (unseen voice + text)
         if int(d.train_steps) > 0:
             c.train.steps = int(d.train_steps)
         if int(d.batch_size) > 0:
             c.train.batch_size = int(d.batch_size)
-        c.train.eval_clips = 0  # the demo scores its own held-out clip (score stage)
+        c.train.eval_clips = 0  # the demo scores its own held-out clips (score stage)
         c.train.image_every = 0
         c.train.avatar = ""
     return c
@@ -177,11 +182,12 @@ def run_reconstruct(c, photo: np.ndarray, paths: DemoPaths, say) -> dict:
                 warnings=report["warnings"])
 
 
-def held_out_text(c) -> str:
-    """The first corpus sentence after the training ones (``prepare_synthetic`` says sentences 0..n-1)."""
+def held_out_sentences(c) -> list[tuple[str, str]]:
+    """``(category, text)`` of the ``demo.held_out_sentences`` corpus sentences after the training ones
+    (``prepare_synthetic`` says sentences 0..n-1)."""
     from avatar_jax.data import corpus
 
-    return corpus.sentences(1, offset=int(c.data.synthetic.sentences))[0][1]
+    return corpus.sentences(int(c.demo.held_out_sentences), offset=int(c.data.synthetic.sentences))
 
 
 def subject_of(paths: DemoPaths) -> str:
@@ -189,8 +195,9 @@ def subject_of(paths: DemoPaths) -> str:
 
 
 def run_prepare(c, paths: DemoPaths, progress: bool) -> dict:
-    """Training clips (``prepare_synthetic``) and the held-out clip (unseen sentence, unseen voice) at
-    ``demo.video_size``, by the very rig the training clips come from."""
+    """Training clips (``prepare_synthetic``); the held-out clips (unseen sentences, unseen voice) at the
+    training size, for scoring; the first held-out sentence again at ``demo.video_size`` (same seed: the
+    same speech and motion), the video's teacher. All by the very rig the training clips come from."""
     from avatar_jax.data import index, rig, synthetic
 
     opts = synthetic.SyntheticOptions.from_config(c.data)
@@ -200,16 +207,26 @@ def run_prepare(c, paths: DemoPaths, progress: bool) -> dict:
     saved, _, _ = synthetic.load_rig_avatar(synthetic.avatar_path(paths.data, subject_of(paths)))
     if not np.allclose(saved.means, built.figure.means, atol=1e-6):  # the teacher must show the trained figure
         raise RuntimeError("the held-out rig differs from the training clips' rig (nondeterministic rig build)")
-    text, voice, size = held_out_text(c), str(c.demo.held_out_voice), int(c.demo.video_size)
-    cam = synthetic.frame_camera(built, size, opts.framing, opts.fov_y_deg)
-    clip = synthetic.make_clip(built, text, voice, size=size, framing=opts.framing, fps=opts.fps,
-                               seed=int(c.seed) + 99991, fov_y_deg=opts.fov_y_deg,
-                               capacity=synthetic.render_capacity(built, cam))
-    synthetic.write_synthetic_clip(paths.held_out, f"{subject_of(paths)}_held_out", subject_of(paths), clip,
-                                   {"category": "held_out", "avatar": paths.avatar})
+    voice, subject = str(c.demo.held_out_voice), subject_of(paths)
+
+    def draw(text: str, size: int, seed: int):
+        cam = synthetic.frame_camera(built, size, opts.framing, opts.fov_y_deg)
+        return synthetic.make_clip(built, text, voice, size=size, framing=opts.framing, fps=opts.fps, seed=seed,
+                                   fov_y_deg=opts.fov_y_deg, capacity=synthetic.render_capacity(built, cam))
+
+    sentences, frames = held_out_sentences(c), []
+    for k, (category, text) in enumerate(sentences):
+        clip = draw(text, int(opts.size), int(c.seed) + 99991 + k)
+        synthetic.write_synthetic_clip(paths.held_out, f"{subject}_held_out_{k:03d}", subject, clip,
+                                       {"category": category, "avatar": paths.avatar})
+        frames.append(int(clip.controls.num_frames))
     index.build_index(paths.held_out, held_out=0.0)
-    return dict(train_clips=report["clips"], held_out_text=text, held_out_voice=voice,
-                held_out_frames=int(clip.controls.num_frames))
+    clip = draw(sentences[0][1], int(c.demo.video_size), int(c.seed) + 99991)
+    synthetic.write_synthetic_clip(paths.teacher, f"{subject}_held_out_video", subject, clip,
+                                   {"category": sentences[0][0], "avatar": paths.avatar})
+    index.build_index(paths.teacher, held_out=0.0)
+    return dict(train_clips=report["clips"], held_out_texts=[t for _, t in sentences], held_out_voice=voice,
+                held_out_frames=frames, video_frames=int(clip.controls.num_frames))
 
 
 def run_train(c, paths: DemoPaths, progress: bool) -> dict:
@@ -222,12 +239,12 @@ def run_train(c, paths: DemoPaths, progress: bool) -> dict:
                 bad_steps=summary["bad_steps"], train_seconds=round(summary["seconds"], 1))
 
 
-def held_out_clip(paths: DemoPaths) -> dict:
-    """The held-out clip's records: ``frame (T,H,W,3) uint8``, ``mask``, ``audio (S,)``, ``face``... and meta."""
+def video_clip(paths: DemoPaths) -> dict:
+    """The video's held-out clip: ``frame (T,H,W,3) uint8``, ``mask``, ``audio (S,)``, ``face``... and meta."""
     from avatar_jax.data import index, records
 
-    entry = index.load_index(paths.held_out)["clips"][0]
-    reader = records.ClipReader(paths.held_out, entry["clip_id"])
+    entry = index.load_index(paths.teacher)["clips"][0]
+    reader = records.ClipReader(paths.teacher, entry["clip_id"])
     clip = reader.window(0, len(reader))
     reader.close()
     clip["meta"] = reader.meta
@@ -235,41 +252,39 @@ def held_out_clip(paths: DemoPaths) -> dict:
 
 
 def run_score(c, paths: DemoPaths) -> dict:
-    """Held-out PSNR inside the person mask and mouth-opening correlation, trained vs untrained weights
-    (the seed's initialisation, what training started from), rendered at ``demo.video_size``."""
+    """Held-out PSNR inside the person mask and mouth-opening correlation over all held-out clips, whole,
+    trained vs untrained weights (the seed's initialisation, what training started from), scored exactly
+    as training scores its held-out split: :func:`avatar_jax.train.evaluate.evaluate` at the training size
+    with the run's constants (lip landmarks bound within their lips by the rig's regions), render capacity
+    and backdrop."""
     import jax.numpy as jnp
     from flax import nnx
 
     from avatar_jax.geometry import Camera
     from avatar_jax.model.talking import TalkingAvatar
-    from avatar_jax.train import evaluate, step
+    from avatar_jax.train import data, evaluate, step
+    from avatar_jax.train.loop import background_colour
     from avatar_jax.train.restore import restore_run
 
     run = restore_run(paths.run, data_root=paths.data)
-    clip = held_out_clip(paths)
-    meta = clip["meta"]
-    # The rig's regions (when the training avatar carries them) bind each lip landmark within its own lip,
-    # as the training loss does.
-    region = getattr(run.trained, "region", None)
-    by_region = {} if region is None else {"region": region}
-    consts = step.make_constants(run.config, run.trained.avatar, run.trained.landmarks, **by_region)
-    camera = Camera(jnp.asarray(meta.viewmat, jnp.float32), jnp.asarray(meta.K, jnp.float32), meta.width,
-                    meta.height)
-    outside = clip["mask"] < 3
-    background = tuple(float(x) for x in np.median(clip["frame"][outside], axis=0) / 255.0) if outside.sum() > 16 \
-        else tuple(run.config.render.background)
-    rs = step.RenderSettings(meta.width, meta.height,
-                             step.render_capacity(run.trained.avatar, camera, float(run.config.train.capacity_factor)),
-                             background, str(run.config.render.backend))
-    untrained = nnx.split(TalkingAvatar(run.config, nnx.Rngs(int(run.config.seed))), nnx.Param)[1]
+    config, source, trained = run.config, run.source, run.trained
+    # As train/loop.py: constants with the rig's regions; render settings from the first training window.
+    consts = step.make_constants(config, trained.avatar, trained.landmarks, trained.region)
+    first = data.from_numpy({k: v[None] for k, v in source[0].items()})
+    camera = Camera(jnp.asarray(first.viewmat[0]), jnp.asarray(first.K[0]), source.width, source.height)
+    rs = step.RenderSettings(source.width, source.height,
+                             step.render_capacity(trained.avatar, camera, float(config.train.capacity_factor)),
+                             background_colour(first, config.render.background), str(config.render.backend))
+    untrained = nnx.split(TalkingAvatar(config, nnx.Rngs(int(config.seed))), nnx.Param)[1]
+    clips = int(c.demo.held_out_sentences)
     scores = {}
     for name, params in (("untrained", untrained), ("trained", run.params)):
-        s = evaluate.evaluate(run.graphdef, params, consts, rs, paths.held_out, clips=1, split="all",
-                              landmark_rest=run.trained.landmarks, **by_region)
-        # A mouth that does not move at all has no correlation: scored 0 (no lip sync), as eval does.
-        corr = s["mouth_corr"] if np.isfinite(s["mouth_corr"]) else 0.0
-        scores[name] = dict(psnr_mask_db=s["psnr_mask"], mouth_corr=corr)
-    return dict(step=run.step, **scores)
+        s = evaluate.evaluate(run.graphdef, params, consts, rs, paths.held_out, clips=clips, split="all",
+                              landmark_rest=trained.landmarks, region=trained.region)
+        if s.get("clips") != clips:
+            raise RuntimeError(f"scored {s.get('clips')} held-out clips, expected {clips}; rerun with --overwrite")
+        scores[name] = dict(psnr_mask_db=s["psnr_mask"], mouth_corr=s["mouth_corr"])
+    return dict(step=run.step, clips=clips, size=f"{source.width}x{source.height}", **scores)
 
 
 def run_export(paths: DemoPaths, size: int) -> dict:
@@ -341,7 +356,7 @@ def run_render(c, paths: DemoPaths, photo: np.ndarray, progress: bool) -> dict:
 
     size = int(c.demo.video_size)
     bundle = load_bundle(paths.bundle)
-    clip = held_out_clip(paths)
+    clip = video_clip(paths)
     audio = np.asarray(clip["audio"], np.float32)
     views, stats = {}, {}
     with Progress(disable=not progress, transient=True) as bar:
@@ -431,10 +446,14 @@ def write_metrics(c, paths: DemoPaths, manifest: Manifest) -> dict:
     """``metrics.json``: held-out scores (trained vs untrained), what ran where, and each stage's seconds."""
     score = manifest.stages.get("score", {})
     prep = manifest.stages.get("prepare", {})
+    frames = prep.get("held_out_frames")
     metrics = dict(
-        held_out=dict(text=prep.get("held_out_text"), voice=prep.get("held_out_voice"),
-                      frames=prep.get("held_out_frames"), size=int(c.demo.video_size),
+        held_out=dict(texts=prep.get("held_out_texts"), voice=prep.get("held_out_voice"),
+                      clips=len(frames) if frames else None, frames=frames,
+                      frames_total=sum(frames) if frames else None, size=int(c.data.synthetic.size),
                       trained=score.get("trained"), untrained=score.get("untrained")),
+        video=dict(text=(prep.get("held_out_texts") or [None])[0], frames=prep.get("video_frames"),
+                   size=int(c.demo.video_size)),
         beats_untrained=(dict(psnr=score["trained"]["psnr_mask_db"] > score["untrained"]["psnr_mask_db"],
                               mouth_corr=score["trained"]["mouth_corr"] > score["untrained"]["mouth_corr"])
                          if score else None),

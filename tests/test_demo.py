@@ -11,12 +11,13 @@ from avatar_jax import cli
 from avatar_jax.demo import PANELS, STAGES, compose, fit_panel, frame_strip
 from avatar_jax.export.video import stream_durations
 
-# Tiny everything: a 600-Gaussian reconstruction in a few steps, one training sentence, 32 px frames, two steps.
+# Tiny everything: a 600-Gaussian reconstruction in a few steps, one training sentence, two held out, 32 px frames,
+# two steps.
 TINY = ["demo.num_gaussians=600", "demo.body_steps=20", "demo.photo_steps=2", "demo.work_size=96",
         "demo.crop_size=0", "reconstruct.turntable_views=2", "reconstruct.turntable_size=48", "demo.size=32",
-        "demo.video_size=32", "demo.sentences=1", 'demo.voices=("en-us",)', "demo.train_steps=2",
-        "demo.batch_size=2", "train.seq_len=4", "train.checkpoint_every=0", "model.num_particles=16",
-        "model.d_model=32", "mesh.data=1", "mesh.model=-1"]
+        "demo.video_size=32", "demo.sentences=1", "demo.held_out_sentences=2", 'demo.voices=("en-us",)',
+        "demo.train_steps=2", "demo.batch_size=2", "train.seq_len=4", "train.checkpoint_every=0",
+        "model.num_particles=16", "model.d_model=32", "mesh.data=1", "mesh.model=-1"]
 
 
 def demo_args(out, *extra):
@@ -35,7 +36,11 @@ def test_demo_writes_every_output(demo_run):
     out = demo_run
     metrics = json.loads((out / "metrics.json").read_text())
     held = metrics["held_out"]
-    assert held["voice"] == "en-us+f3" and held["text"] and held["frames"] > 10
+    assert held["voice"] == "en-us+f3" and held["clips"] == 2 and len(set(held["texts"])) == 2
+    assert len(held["frames"]) == 2 and min(held["frames"]) > 10 and held["frames_total"] == sum(held["frames"])
+    assert held["size"] == 32
+    video_frames = metrics["video"]["frames"]
+    assert metrics["video"]["text"] == held["texts"][0] and video_frames == held["frames"][0]  # the same speech
     for name in ("trained", "untrained"):
         assert 10.0 < held[name]["psnr_mask_db"] < 60.0  # a real render against the teacher, not a blank frame
         assert -1.0 <= held[name]["mouth_corr"] <= 1.0
@@ -45,10 +50,10 @@ def test_demo_writes_every_output(demo_run):
 
     # The mp4: photo | teacher | front | novel, 32 px panels under a label row, with audio as long as the video.
     video = np.stack(list(iio.imiter(out / "demo.mp4")))
-    assert video.shape[0] == held["frames"] and video.shape[2] == 4 * 32 and video.shape[1] > 32
+    assert video.shape[0] == video_frames and video.shape[2] == 4 * 32 and video.shape[1] > 32
     durations = stream_durations(str(out / "demo.mp4"))
     assert abs(durations["audio"] - durations["video"]) <= 1 / 25 + 1e-3
-    assert durations["video_frames"] == held["frames"]
+    assert durations["video_frames"] == video_frames
     body = video[:, -32:].astype(np.float64)
     photo, teacher, front, novel = (body[:, :, k * 32:(k + 1) * 32] for k in range(4))
     assert np.abs(photo[0] - photo[-1]).max() < 12  # the photo panel stands still (up to H.264 noise)
@@ -59,7 +64,7 @@ def test_demo_writes_every_output(demo_run):
     strip = iio.imread(out / "frames.png")
     assert strip.ndim == 3 and strip.shape[1] == 4 * 32 and strip.shape[0] > 4 * 32
     for sub in ("avatar/avatar.npz", "avatar/report.json", "data/index.json", "held_out/index.json",
-                "run/summary.json", "bundle/manifest.json", "photo.png", "demo.json"):
+                "held_out_video/index.json", "run/summary.json", "bundle/manifest.json", "photo.png", "demo.json"):
         assert (out / sub).exists(), sub
 
 
@@ -94,6 +99,8 @@ def test_demo_refuses_foreign_folder_and_bad_input(tmp_path, capsys):
     assert "no such image file" in capsys.readouterr().err
     assert cli.main(demo_args(tmp_path / "o", "--config.demo.held_out_voice=en-us")) == cli.EXIT_USAGE
     assert "also a training voice" in capsys.readouterr().err
+    assert cli.main(demo_args(tmp_path / "o", "--config.demo.held_out_sentences=0")) == cli.EXIT_USAGE
+    assert "held_out_sentences must be >= 1" in capsys.readouterr().err
     assert cli.main(demo_args(tmp_path / "o", "--config.demo.size=33")) == cli.EXIT_USAGE
     assert "must be even" in capsys.readouterr().err
 

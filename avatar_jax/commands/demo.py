@@ -36,7 +36,10 @@ def run(args, config) -> int:
     console.print(table)
     held = result.metrics["held_out"]
     if held["trained"]:
-        console.print(f"held-out sentence ({held['voice']}, {held['frames']} frames): {held['text']!r}", soft_wrap=True)
+        console.print(f"held out: {held['clips']} unseen sentences in an unseen voice ({held['voice']}), "
+                      f"{held['frames_total']} frames at {held['size']} px, scored whole:", soft_wrap=True)
+        for text in held["texts"]:
+            console.print(f"  {text!r}", soft_wrap=True)
         for name in ("untrained", "trained"):
             s = held[name]
             console.print(f"  {name:9s} PSNR in the person mask {s['psnr_mask_db']:.2f} dB, mouth-opening "
