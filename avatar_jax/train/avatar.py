@@ -43,27 +43,14 @@ class TrainingAvatar:
     region: np.ndarray | None = None  # (N,) rig region of each Gaussian, in the avatar's (sorted) order
 
 
-def farthest_points(points: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
-    """Indices of ``count`` points spread over ``points (N,3)`` (greedy farthest-point sampling)."""
-    count = min(count, len(points))
-    rng = np.random.default_rng(seed)
-    chosen = [int(rng.integers(len(points)))]
-    dist = np.linalg.norm(points - points[chosen[0]], axis=1)
-    for _ in range(count - 1):
-        nxt = int(np.argmax(dist))
-        chosen.append(nxt)
-        dist = np.minimum(dist, np.linalg.norm(points - points[nxt], axis=1))
-    return np.asarray(chosen)
-
-
 def canonical_from_figure(fig: rig.Figure, num_particles: int, bind_k: int, seed: int = 0) -> CanonicalAvatar:
     """A :class:`CanonicalAvatar` of ``fig`` (render-ready arrays) with ``num_particles`` particles."""
     if num_particles < 2:
         raise InputError(f"model.num_particles must be >= 2, got {num_particles}")
     face = np.where(fig.part == PART_FACE)[0]
     n_face = min(len(face), num_particles // 2)
-    idx = farthest_points(fig.means[face], n_face, seed) if n_face else np.zeros(0, int)
-    idx = np.concatenate([face[idx], farthest_points(fig.means, num_particles - n_face, seed + 1)])
+    idx = particles_lib.farthest_points(fig.means[face], n_face, seed) if n_face else np.zeros(0, int)
+    idx = np.concatenate([face[idx], particles_lib.farthest_points(fig.means, num_particles - n_face, seed + 1)])
     particles = fig.means[idx].astype(np.float32)
     bind_index, bind_weight = bind_to_particles(fig.means, particles, bind_k)
     opac = np.clip(fig.opacities, 1e-4, 1 - 1e-4)
