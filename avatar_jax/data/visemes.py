@@ -31,10 +31,20 @@ def is_vowel(phoneme: str) -> bool:
     return bool(p) and (p[:2] in _VOWEL_OPEN or p[:1] in _VOWEL_OPEN)
 
 
+def is_pause(phoneme: str) -> bool:
+    p = strip(phoneme)
+    return p in PAUSES or p.startswith("_")
+
+
+def speech_spans(phonemes: list[tuple[str, float, float]]) -> list[tuple[float, float]]:
+    """``(start, end)`` seconds of the spoken (non-pause, non-empty) phonemes."""
+    return [(float(s), float(e)) for name, s, e in phonemes if not is_pause(name) and e > s]
+
+
 def jaw_open(phoneme: str) -> float:
     """Jaw opening target in [0, 1] for one phoneme."""
     p = strip(phoneme)
-    if p in PAUSES or p.startswith("_"):
+    if is_pause(p):
         return 0.0
     if p[:1] in _BILABIAL:
         return 0.0

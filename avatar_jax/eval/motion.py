@@ -9,7 +9,10 @@ Gaussian order) and return plain floats, so the demo, ``eval`` and tests print t
 - :func:`lip_gap`: the vertical opening between upper- and lower-lip Gaussians, relative to rest;
 - :func:`lip_scores`: amplitude ratio (95th percentiles), correlation, and the mouth-closed share in
   silent frames (gap below 20 % of the teacher's 95th percentile);
-- :func:`silent_frames`: frames whose audio RMS is below a share of the clip's loud frames;
+- :func:`pause_frames`: frames inside real pauses (no speech for >= 0.2 s, from the TTS/alignment phoneme
+  timing, with a margin at both edges): the silence the mouth-closed share is scored on;
+- :func:`silent_frames`: frames whose audio RMS is below a share of the clip's loud frames (this also counts
+  the short stop closures inside words, where a speaking mouth is not closed, so it is not used for scoring);
 - :func:`drift`: mean displacement from rest over the first and last ``window`` frames, and the peak.
 """
 
@@ -52,6 +55,33 @@ def silent_frames(audio: np.ndarray, num_frames: int, samples_per_frame: int, sh
     a[:min(a.size, audio.size)] = audio[:a.size]
     rms = np.sqrt((a.reshape(num_frames, samples_per_frame) ** 2).mean(1))
     return rms < share * np.percentile(rms, 95)
+
+
+def pause_frames(speech: list[tuple[float, float]], num_frames: int, fps: float, *, min_pause: float = 0.2,
+                 margin: float = 0.1) -> np.ndarray:
+    """``(T,)`` bool: frames whose whole time window ``[t/fps, (t+1)/fps)`` lies inside a pause.
+
+    ``speech``: ``(start, end)`` seconds of every spoken (non-pause) phoneme. A pause is a stretch of at
+    least ``min_pause`` s that no phoneme covers (before the first, between two, after the last, up to
+    ``num_frames / fps``); ``margin`` s at each edge is left out, so coarticulation into and out of a
+    pause (the mouth still closing or already opening) is not scored as silence."""
+    if min_pause < 2 * margin:
+        raise ValueError(f"min_pause ({min_pause} s) must be at least twice the margin ({margin} s)")
+    end_time = num_frames / fps
+    spans = sorted((float(a), float(b)) for a, b in speech if b > a)
+    gaps, covered = [], 0.0
+    for a, b in spans:
+        if a > covered:
+            gaps.append((covered, a))
+        covered = max(covered, b)
+    if covered < end_time:
+        gaps.append((covered, end_time))
+    t0 = np.arange(num_frames) / fps
+    out = np.zeros(num_frames, bool)
+    for a, b in gaps:
+        if b - a >= min_pause:
+            out |= (t0 >= a + margin - 1e-9) & (t0 + 1.0 / fps <= b - margin + 1e-9)
+    return out
 
 
 def lip_scores(gap_model: np.ndarray, gap_teacher: np.ndarray, silent: np.ndarray) -> dict[str, float]:

@@ -33,7 +33,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from avatar_jax.audio.tts import synthesize_detailed
-from avatar_jax.data import corpus, motion, rig, synthetic
+from avatar_jax.data import corpus, motion, rig, synthetic, visemes
 from avatar_jax.eval import motion as scores
 from avatar_jax.export.video import write_video
 from avatar_jax.model import particles
@@ -73,29 +73,34 @@ def canonical_from_rig(r: rig.Rig, counts: dict[str, int], bind_k: int) -> tuple
     return avatar, gaussian
 
 
-def teacher_clip(r: rig.Rig, text: str, voice: str, fps: float, seed: int) -> dict:
-    """Speech and the rig's motion for it: audio (S,), controls, posed means (T,N,3) and quats."""
+def teacher_clip(r: rig.Rig, text: str, voice: str, fps: float, seed: int, pause_s: float = 0.0) -> dict:
+    """Speech and the rig's motion for it: audio (S,), controls, posed means (T,N,3) and quats, and the
+    spoken phonemes' ``(start, end)`` seconds (``speech``). ``pause_s`` seconds of silence follow the
+    sentence (eSpeak leaves none), so back-to-back sentences have real pauses, as people make."""
     speech = synthesize_detailed(text, voice)
-    frames = int(np.ceil(speech.audio.size * fps / SAMPLE_RATE))
+    frames = int(np.ceil((speech.audio.size / SAMPLE_RATE + pause_s) * fps))
     audio = np.pad(speech.audio, (0, int(round(frames * SAMPLE_RATE / fps)) - speech.audio.size))
     controls = motion.from_speech(speech.phonemes, audio, frames, fps=fps, seed=seed)
     bones = rig.bone_transforms(r, controls)
     means, quats = rig.pose(r, bones)
     return dict(text=text, voice=voice, audio=audio.astype(np.float32), controls=controls, means=means, quats=quats,
-                bones=bones)
+                bones=bones, speech=visemes.speech_spans(speech.phonemes))
 
 
-def long_clip(r: rig.Rig, texts: list[str], voice: str, fps: float, seed: int, seconds: float) -> dict:
-    """Held-out sentences in one voice, back to back, until ``seconds`` of speech: audio and teacher motion."""
-    clips, total = [], 0.0
+def long_clip(r: rig.Rig, texts: list[str], voice: str, fps: float, seed: int, seconds: float,
+              pause_s: float = 0.0) -> dict:
+    """Held-out sentences in one voice, each followed by ``pause_s`` of silence, until ``seconds`` of audio:
+    audio, teacher motion and the spoken phonemes' ``(start, end)`` seconds on the joined clip's clock."""
+    clips, total, spans = [], 0.0, []
     for k, text in enumerate(texts):
-        clip = teacher_clip(r, text, voice, fps, seed + k)
+        clip = teacher_clip(r, text, voice, fps, seed + k, pause_s)
         clips.append(clip)
+        spans += [(a + total, b + total) for a, b in clip["speech"]]
         total += clip["audio"].size / SAMPLE_RATE
         if total >= seconds:
             break
     return dict(audio=np.concatenate([c["audio"] for c in clips]),
-                means=np.concatenate([np.asarray(c["means"]) for c in clips]), sentences=len(clips))
+                means=np.concatenate([np.asarray(c["means"]) for c in clips]), sentences=len(clips), speech=spans)
 
 
 def sorted_targets(clip: dict, order: np.ndarray) -> jax.Array:
@@ -115,29 +120,18 @@ def lip_sets(r: rig.Rig) -> tuple[np.ndarray, np.ndarray]:
 
 # Scored regions (issue 12): name -> rig region ids
 SCORED_REGIONS = {"mouth": [rig.REGION_UPPER_LIP, rig.REGION_LOWER_LIP], "eyes": [rig.REGION_EYELIDS],
-                  "head": [rig.REGION_FACE], "hands": [rig.REGION_HANDS], "body": [rig.REGION_BODY]}
+                  "head": [rig.REGION_FACE], "hands": [rig.REGION_HANDS], "body": [rig.REGION_BODY],
+                  "face": [rig.REGION_UPPER_LIP, rig.REGION_LOWER_LIP, rig.REGION_EYELIDS, rig.REGION_FACE]}
 
 
-def run(args, config) -> int:
-    console = Console()
-    c, d = config, config.motion_study
-    out_dir = args.out or d.out
-    os.makedirs(out_dir, exist_ok=True)
-    start = time.perf_counter()
-
-    # 1-2. Speech and teacher motion.
-    r = rig.build_rig(synthetic.figure_from_avatar("synthetic", d.num_gaussians, seed=c.seed), seed=c.seed)
-    fig = r.figure  # the avatar plus the rig's mouth interior, lips, pupils and lids
-    texts = [s for _, s in corpus.sentences(d.train_sentences + 1 + d.held_out_sentences, offset=c.seed)]
-    texts_held = texts[d.train_sentences + 1:]  # for the long held-out run
-    voices = list(d.voices)
-    train = [teacher_clip(r, texts[k], voices[k % (len(voices) - 1)], c.audio.fps, c.seed + k)
-             for k in range(d.train_sentences)]
-    held_out = teacher_clip(r, texts[d.train_sentences], voices[-1], c.audio.fps, c.seed + 99)
-    console.print(f"[bold]motion study[/bold]: {len(train)} training sentences, held-out: "
-                  f"[italic]{held_out['text']}[/] ({held_out['voice']}), {fig.means.shape[0]} Gaussians")
-
-    # 3. The audio-driven avatar learns the teacher's motion from the audio alone.
+def train_motion(c, r: rig.Rig, train: list[dict], steps: int, console: Console | None = None
+                 ) -> tuple[TalkingAvatar, CanonicalAvatar, list[float]]:
+    """Train a :class:`TalkingAvatar` (``c.model``, ``c.motion_study``'s loss and optimiser settings) for
+    ``steps`` Adam steps on windows of the teacher clips ``train`` (:func:`teacher_clip`), each window
+    starting from the teacher's pose; returns the model, the canonical avatar (Gaussians sorted by part)
+    and the loss per step (metres). ``steps=0`` returns the untrained model."""
+    d = c.motion_study
+    fig = r.figure
     counts = {k: int(v) for k, v in c.model.particle_counts.items()}
     with c.unlocked():
         c.model.num_particles = sum(counts.values())
@@ -145,19 +139,38 @@ def run(args, config) -> int:
     order = np.argsort(np.asarray(fig.part), kind="stable")  # sorted_by_part() uses the same order
     model = TalkingAvatar(c, nnx.Rngs(c.seed))
     graphdef, params = nnx.split(model, nnx.Param)
-    opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(d.learning_rate))
+    if d.lr_schedule == "cosine":  # warm up, then decay to 5 % (late steps refine instead of jumping around)
+        lr = optax.warmup_cosine_decay_schedule(0.0, d.learning_rate, d.warmup_steps, max(steps, 1),
+                                                end_value=0.05 * d.learning_rate)
+    elif d.lr_schedule == "constant":
+        lr = d.learning_rate
+    else:
+        raise ValueError(f"motion_study.lr_schedule must be 'constant' or 'cosine', got {d.lr_schedule!r}")
+    opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(lr))
     opt_state = opt.init(params)
-    # Each scored region weighs the same in the loss: the lips are a few % of the Gaussians.
+    # Each scored region weighs the same in the loss: the lips are a few % of the Gaussians. The face
+    # regions (lips, eyelids, face) are then weighted by face_weight.
     region_sorted = r.region[order]
     counts_per = np.bincount(region_sorted, minlength=len(particles.REGIONS)).astype(np.float64)
     loss_w = 1.0 / counts_per[region_sorted] if d.region_balanced_loss else np.ones(len(order))
+    face_ids = [rig.REGION_FACE, rig.REGION_UPPER_LIP, rig.REGION_LOWER_LIP, rig.REGION_EYELIDS]
+    loss_w = loss_w * np.where(np.isin(region_sorted, face_ids), float(d.face_weight), 1.0)
     loss_w = jnp.asarray(loss_w / loss_w.mean(), jnp.float32)
     body_template = bool(c.model.use_body_skinning)
+    inv = np.argsort(order)  # canonical (sorted) index of each figure Gaussian
+    upper, lower = lip_sets(r)
+    upper_s, lower_s = jnp.asarray(inv[upper]), jnp.asarray(inv[lower])
+
+    def gap(means):  # (T, N, 3) sorted -> (T,) lip opening (the scored lip gap, up to its rest offset)
+        return means[:, upper_s, 1].mean(1) - means[:, lower_s, 1].mean(1)
 
     def loss_fn(p, audio, target, carry0):
         m = nnx.merge(graphdef, p)
         out, _ = m(avatar, audio, target.shape[0], carry0)
-        return jnp.mean(jnp.abs(out.means - target).sum(-1) * loss_w) / 3.0
+        loss = jnp.mean(jnp.abs(out.means - target).sum(-1) * loss_w) / 3.0
+        if d.lip_gap_weight > 0:  # the mouth opening itself, which an L1 spread over Gaussians weighs little
+            loss = loss + d.lip_gap_weight * jnp.mean(jnp.abs(gap(out.means) - gap(target)))
+        return loss
 
     @jax.jit
     def step(p, s, audio, target, carry0):
@@ -181,20 +194,49 @@ def run(args, config) -> int:
                 windows.append((jnp.asarray(clip["audio"][a0:a1]), target[s0:s0 + window], init, s0))
     rng = np.random.default_rng(c.seed)
     losses = []
+    console = console or Console(quiet=True)
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("training", total=d.train_steps)
-        for _ in range(d.train_steps):
+        task = progress.add_task("training", total=steps)
+        for _ in range(steps):
             audio, target, init, s0 = windows[int(rng.integers(len(windows)))]
             carry0 = model.motion.init_carry(avatar, transforms=init, frame=s0)
             params, opt_state, loss = step(params, opt_state, audio, target, carry0)
             losses.append(float(loss))
             progress.update(task, advance=1, description=f"training  L1 {np.mean(losses[-10:]) * 1000:.2f} mm")
-    if not np.isfinite(losses[-1]):
+            if len(losses) % 100 == 0:  # a log line that survives in a captured run
+                console.print(f"step {len(losses)}: loss {np.mean(losses[-100:]) * 1000:.2f} mm (last 100 steps)")
+    if losses and not np.isfinite(losses[-1]):
         raise RuntimeError(f"training diverged (loss {losses[-1]}); lower motion_study.learning_rate")
+    return nnx.merge(graphdef, params), avatar, losses
+
+
+def run(args, config) -> int:
+    console = Console()
+    c, d = config, config.motion_study
+    out_dir = args.out or d.out
+    os.makedirs(out_dir, exist_ok=True)
+    start = time.perf_counter()
+
+    # 1-2. Speech and teacher motion.
+    r = rig.build_rig(synthetic.figure_from_avatar("synthetic", d.num_gaussians, seed=c.seed), seed=c.seed)
+    fig = r.figure  # the avatar plus the rig's mouth interior, lips, pupils and lids
+    texts = [s for _, s in corpus.sentences(d.train_sentences + 1 + d.held_out_sentences, offset=c.seed)]
+    texts_held = texts[d.train_sentences + 1:]  # for the long held-out run
+    voices = list(d.voices)
+    pause = float(d.sentence_pause_s)
+    train = [teacher_clip(r, texts[k], voices[k % (len(voices) - 1)], c.audio.fps, c.seed + k, pause)
+             for k in range(d.train_sentences)]
+    held_out = teacher_clip(r, texts[d.train_sentences], voices[-1], c.audio.fps, c.seed + 99, pause)
+    console.print(f"[bold]motion study[/bold]: {len(train)} training sentences, held-out: "
+                  f"[italic]{held_out['text']}[/] ({held_out['voice']}), {fig.means.shape[0]} Gaussians")
+
+    # 3. The audio-driven avatar learns the teacher's motion from the audio alone.
+    model, avatar, losses = train_motion(c, r, train, d.train_steps, console)
+    order = np.argsort(np.asarray(fig.part), kind="stable")  # sorted_by_part() uses the same order
+    inv = np.argsort(order)  # canonical (sorted) index of each figure Gaussian
+    upper, lower = lip_sets(r)
 
     # 4. Held-out evaluation: held-out sentences in the held-out voice, back to back (>= motion_study.long_seconds).
-    model = nnx.merge(graphdef, params)
-    inv = np.argsort(order)  # canonical (sorted) index of each figure Gaussian
     rest_fig = fig.means.astype(np.float64)
 
     def predict(audio: np.ndarray, frames: int) -> tuple[np.ndarray, object]:
@@ -212,16 +254,17 @@ def run(args, config) -> int:
             outs.append(out)
         return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0), *outs)
 
-    long = long_clip(r, texts_held, voices[-1], c.audio.fps, c.seed + 200, d.long_seconds)
+    long = long_clip(r, texts_held, voices[-1], c.audio.fps, c.seed + 200, d.long_seconds, pause)
     frames_long = long["means"].shape[0]
     pred_long, _ = predict(long["audio"], frames_long)
     teacher_long = long["means"]
     constant = np.median(np.concatenate([np.asarray(cl["means"]) for cl in train]), axis=0)  # audio-blind pose
     regions = scores.region_errors(pred_long, teacher_long, constant, rest_fig, r.region, SCORED_REGIONS)
-    upper, lower = lip_sets(r)
     gap_model = scores.lip_gap(pred_long, rest_fig, upper, lower)
     gap_teacher = scores.lip_gap(teacher_long, rest_fig, upper, lower)
-    silent = scores.silent_frames(long["audio"], frames_long, int(samples_per_frame))
+    # Silence = real pauses (>= 0.2 s without a phoneme, 0.1 s margins), from the TTS timing: a low-RMS
+    # rule also counts stop closures inside words, where the teacher's jaw is a quarter open.
+    silent = scores.pause_frames(long["speech"], frames_long, c.audio.fps)
     lips = scores.lip_scores(gap_model, gap_teacher, silent)
     ten_s = int(round(10 * c.audio.fps))
     drift = scores.drift(pred_long, rest_fig, ten_s)

@@ -1,6 +1,7 @@
 """Motion scores (avatar_jax.eval.motion) on hand-made trajectories with known answers."""
 
 import numpy as np
+import pytest
 
 from avatar_jax.eval import motion as scores
 
@@ -51,3 +52,21 @@ def test_drift_and_region_errors():
     np.testing.assert_allclose(r["a"]["rest_mm"], 1e3 * means[:, 0, 0].mean())
     np.testing.assert_allclose(r["a"]["explained"], 1 - 1.0 / r["a"]["rest_mm"])
     assert r["b"]["rest_mm"] == 0 and r["b"]["explained"] == 0.0
+
+
+def test_pause_frames_are_real_pauses_with_margins():
+    fps = 25.0
+    # speech 0-1 s, a 0.12 s gap (a stop closure / comma: not a pause), speech to 2 s, a 0.6 s pause, speech
+    # to 3 s, then 0.4 s of silence to the end of the clip
+    speech = [(0.0, 0.5), (0.5, 1.0), (1.12, 2.0), (2.6, 3.0)]
+    got = scores.pause_frames(speech, 85, fps)  # 3.4 s
+    want = np.zeros(85, bool)
+    want[53:62] = True  # frames 2.12-2.48 s, inside [2.1, 2.5] s: the 0.6 s pause less 0.1 s each side
+    want[78:82] = True  # frames 3.12-3.28 s, inside [3.1, 3.3] s: the trailing pause less its margins
+    np.testing.assert_array_equal(got, want)
+    assert not scores.pause_frames(speech, 85, fps, min_pause=0.7).any()
+    # overlapping phonemes and an empty list
+    assert scores.pause_frames([(0.0, 2.0), (1.0, 1.5)], 50, fps).sum() == 0
+    np.testing.assert_array_equal(np.where(scores.pause_frames([], 10, fps))[0], [3, 4, 5, 6])  # 0.12-0.28 s
+    with pytest.raises(ValueError, match="margin"):
+        scores.pause_frames(speech, 85, fps, min_pause=0.2, margin=0.12)

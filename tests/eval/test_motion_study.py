@@ -1,0 +1,73 @@
+"""The motion study's teacher clips (real pauses after each sentence, in which the rig's mouth closes) and a
+short point-supervised training that makes the model's lip gap follow the teacher's."""
+
+import jax
+import numpy as np
+import pytest
+
+from avatar_jax.config import load_config
+from avatar_jax.data import rig, synthetic
+from avatar_jax.eval import motion as scores
+from avatar_jax.eval import motion_study
+
+FPS = 25.0
+
+
+@pytest.fixture(scope="module")
+def small_rig():
+    return rig.build_rig(synthetic.figure_from_avatar("synthetic", 600, seed=0), seed=0)
+
+
+def test_teacher_pauses_are_found_and_the_rig_closes_the_mouth_in_them(small_rig):
+    r = small_rig
+    long = motion_study.long_clip(r, ["Hello there, it is really good to see you today.", "My name is Robin."],
+                                  "en-us", FPS, seed=0, seconds=100.0, pause_s=0.6)
+    frames = long["means"].shape[0]
+    assert long["sentences"] == 2 and long["audio"].size == frames * 640
+    pauses = scores.pause_frames(long["speech"], frames, FPS)
+    # Two 0.6 s pauses (after each sentence) less 0.1 s margins: 0.4 s = 10 frames each. eSpeak's comma pause
+    # (0.15 s) is shorter than 0.2 s, so it is not counted.
+    assert pauses.sum() == 20, pauses.sum()
+    upper, lower = motion_study.lip_sets(r)
+    gap = scores.lip_gap(long["means"], r.figure.means.astype(np.float64), upper, lower)
+    p95 = np.percentile(gap, 95)
+    assert p95 > 3e-3  # the mouth really opens in speech (mm scale)
+    s = scores.lip_scores(gap, gap, pauses)
+    assert s["teacher_closed_in_silence"] == 1.0
+    assert np.abs(gap[pauses]).max() < 0.05 * p95  # closed, not merely nearly so
+    # the low-RMS rule also counts stop closures inside words, where the jaw is a quarter open
+    rms_silent = scores.silent_frames(long["audio"], frames, 640) & ~pauses
+    assert rms_silent.sum() > 0
+
+
+def test_short_training_makes_the_lip_gap_follow_the_teacher(small_rig):
+    r = small_rig
+    c = load_config("tiny")
+    with c.unlocked():
+        c.model.d_model, c.model.num_heads = 16, 2
+        c.model.particle_counts = dict(body=2, face=2, upper_lip=4, lower_lip=4, eyelids=2, hands=2)
+        c.audio.embedded_dim, c.audio.embedded_width, c.audio.embedded_depth = 32, 32, 1
+        c.motion_study.window_frames = 10
+        c.motion_study.lip_gap_weight = 1.0
+        c.motion_study.learning_rate = 3e-3
+    clip = motion_study.teacher_clip(r, "Good morning, my name is Robin.", "en-us", FPS, seed=0, pause_s=0.4)
+    frames = clip["means"].shape[0]
+    order = np.argsort(np.asarray(r.figure.part), kind="stable")
+    inv = np.argsort(order)
+    upper, lower = motion_study.lip_sets(r)
+    rest = r.figure.means.astype(np.float64)
+    gap_teacher = scores.lip_gap(np.asarray(clip["means"]), rest, upper, lower)
+
+    def lip_gap_of(steps):
+        model, avatar, losses = motion_study.train_motion(c, r, [clip], steps)
+        out, _ = jax.jit(lambda a: model(avatar, a, frames))(clip["audio"])
+        return scores.lip_gap(np.asarray(out.means)[:, inv], rest, upper, lower), losses
+
+    gap0, _ = lip_gap_of(0)
+    gap1, losses = lip_gap_of(60)
+    err0, err1 = np.abs(gap0 - gap_teacher).mean(), np.abs(gap1 - gap_teacher).mean()
+    corr = np.corrcoef(gap1, gap_teacher)[0, 1]
+    assert np.abs(gap0).max() < 1e-6  # untrained: the mouth stays at rest
+    assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10]), losses
+    assert err1 < 0.7 * err0, (err0, err1)
+    assert corr > 0.5, corr
