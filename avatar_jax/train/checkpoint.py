@@ -4,7 +4,9 @@ Workdir layout::
 
     WORKDIR/config.json             the run's config (rewritten at each compatible start)
     WORKDIR/checkpoints/<step>/     one orbax step: ``state`` (the train-state pytree, sharded
-                                    arrays) and ``extra`` (JSON: data-iterator state, counters...)
+                                    arrays), ``extra`` (JSON: data-iterator state, counters...) and,
+                                    for jobs that have one, an optional pytree item of
+                                    :data:`OPTIONAL_ITEMS` (the variational VSD's LoRA score)
 
 A step is written into a temporary directory and renamed into place only once every item is on
 disk (orbax's atomic commit), so a save that fails half-way (disk full, preemption during the
@@ -31,6 +33,8 @@ from avatar_jax.errors import AvatarJaxError, ConfigError, InputError
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
+# Pytree items a step may carry besides ``state`` (a job saves them only when it has them).
+OPTIONAL_ITEMS = ("vsd_score",)  # the variational VSD's LoRA score and its AdamW state (train/vsd.py)
 
 # Config entries (dotted paths; a subtree covers every key below it) that decide compatibility.
 FINGERPRINT_KEYS = (
@@ -150,8 +154,8 @@ class Checkpointer:
     def _mgr(self) -> ocp.CheckpointManager:
         """The orbax manager, (re)opened on demand: opening also removes half-written steps."""
         if self._manager is None:
-            self._manager = ocp.CheckpointManager(self.workdir / CHECKPOINT_DIR, item_names=("state", "extra"),
-                                                  options=self._options)
+            self._manager = ocp.CheckpointManager(self.workdir / CHECKPOINT_DIR,
+                                                  item_names=("state", "extra", *OPTIONAL_ITEMS), options=self._options)
         return self._manager
 
     # -- compatibility -------------------------------------------------------------------------
@@ -185,8 +189,12 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return sorted(self._mgr().all_steps())
 
-    def save(self, step: int, state, extra: Mapping[str, Any], *, force: bool = False) -> bool:
+    def save(self, step: int, state, extra: Mapping[str, Any], *, force: bool = False,
+             items: Mapping[str, Any] | None = None) -> bool:
         """Start an async save of ``step`` if it is on the interval (or ``force``); True if started.
+
+        ``items``: pytrees saved with the step under names of :data:`OPTIONAL_ITEMS` (read back by
+        :meth:`restore_item`).
 
         An earlier async save that failed is reported here (or in :meth:`wait`) as CheckpointError;
         the steps saved before it stay intact. Saving a step that already exists is a no-op.
@@ -199,7 +207,12 @@ class Checkpointer:
         except TypeError as e:
             raise InputError(f"checkpoint extra must be JSON-able: {_one_line(e)}") from e
         check_same_on_all_processes(text)
-        args = ocp.args.Composite(state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(dict(extra)))
+        items = dict(items or {})
+        unknown = sorted(set(items) - set(OPTIONAL_ITEMS))
+        if unknown:
+            raise InputError(f"checkpoint items {unknown} are not known; expected names of {OPTIONAL_ITEMS}")
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state), extra=ocp.args.JsonSave(dict(extra)),
+                                  **{k: ocp.args.StandardSave(v) for k, v in items.items()})
         try:
             started = bool(self._mgr().save(step, args=args, force=True))
         except Exception as e:  # noqa: BLE001  (any failure of the write is reported the same way)
@@ -262,6 +275,22 @@ class Checkpointer:
             raise CheckpointError(f"restoring step {step} from {str(self.workdir / CHECKPOINT_DIR)!r} failed: "
                                   f"{_one_line(e)}") from e
         return out.state, dict(out.extra or {})
+
+    def has_item(self, step: int, name: str) -> bool:
+        """Whether complete step ``step`` holds the optional item ``name`` (saved by ``save(..., items=)``)."""
+        return step in self._mgr().all_steps() and (self.workdir / CHECKPOINT_DIR / str(step) / name).exists()
+
+    def restore_item(self, step: int, name: str, abstract) -> Any:
+        """The optional item ``name`` of ``step``, placed as ``abstract`` (ShapeDtypeStructs with shardings)."""
+        self.wait()
+        if not self.has_item(step, name):
+            raise InputError(f"checkpoint step {step} under {str(self.workdir / CHECKPOINT_DIR)!r} holds no {name!r}")
+        try:
+            out = self._mgr().restore(step, args=ocp.args.Composite(**{name: ocp.args.StandardRestore(abstract)}))
+        except Exception as e:  # noqa: BLE001
+            raise CheckpointError(f"restoring {name!r} of step {step} from {str(self.workdir / CHECKPOINT_DIR)!r} "
+                                  f"failed: {_one_line(e)}") from e
+        return out[name]
 
     # -- lifetime ------------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from avatar_jax.train import state as state_lib
 from avatar_jax.train.optimizer import make_optimizer
 
 SUMMARY_FILE = "summary.json"
+SCORE_ITEM = "vsd_score"  # the checkpoint item holding the variational VSD's LoRA score (train/checkpoint.py)
 
 
 def background_colour(batch: data.Batch, fallback) -> tuple[float, float, float]:
@@ -89,7 +90,7 @@ def train(config, workdir: str, *, data_root: str | None = None, mesh=None, prog
     # the frozen video teacher of Eq. 9 (loss.vsd > 0): vsd.teacher, sharded FSDP x tensor-parallel
     teacher = vsd.load_teacher(config, mesh) if float(config.loss.vsd) else None
     teacher_args = () if teacher is None else (teacher.params,)
-    score = None if teacher is None else teacher.score  # the variational form's LoRA score (not checkpointed)
+    score = None if teacher is None else teacher.score  # the variational form's LoRA score (checkpointed with the step)
 
     # ---- state: the workdir's latest checkpoint, or fresh from the seed
     with contextlib.ExitStack() as stack:  # a checkpointer made here is closed here, also on errors
@@ -97,10 +98,19 @@ def train(config, workdir: str, *, data_root: str | None = None, mesh=None, prog
         graphdef, abstract = state_lib.abstract_state(config, mesh, optimizer)
         latest = ckpt.latest_step()
         history: list[float] = []
+        score_note = None
         if latest is not None:
             state, extra = ckpt.restore(latest, abstract)
             iterator.set_state(extra["data"])
             history = list(extra.get("losses", []))
+            if score is not None:  # the LoRA score continues where it was (a step without one: VSD switched on)
+                if ckpt.has_item(latest, SCORE_ITEM):
+                    score = ckpt.restore_item(latest, SCORE_ITEM, jax.tree.map(
+                        lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), score,
+                        teacher.score_shardings))
+                    score_note = f"variational VSD: LoRA score restored from step {latest}"
+                else:
+                    score_note = f"variational VSD: checkpoint step {latest} has no LoRA score; it starts from zero"
         first = data.next_batch(iterator, root, start_states)  # before any compile: a corrupt dataset fails fast
         if latest is None:
             graphdef, state = state_lib.create_state(config, mesh, optimizer, (graphdef, abstract))
@@ -137,6 +147,9 @@ def train(config, workdir: str, *, data_root: str | None = None, mesh=None, prog
         def extra() -> dict:
             return {"data": iterator.get_state(), "losses": history}
 
+        def items() -> dict | None:
+            return None if score is None else {SCORE_ITEM: score}
+
         with train_logging.TrainLogger(workdir, int(t.steps), start, enabled=lead, progress=progress) as log, \
                 PreemptionGuard() as preemption:
             log.print(f"mesh {dict(mesh.shape)}, {source}, avatar of {trained.subject!r} with "
@@ -144,6 +157,8 @@ def train(config, workdir: str, *, data_root: str | None = None, mesh=None, prog
                       f"{source.height}x{source.width} renders ({rs.capacity} slots per frame)")
             if teacher is not None:
                 log.print(f"video score distillation from the {teacher.description}")
+            if score_note:
+                log.print(score_note)
             log.print(f"compiled step per device: {stats.get('peak_bytes', 0) / 2**20:.1f} MiB "
                       f"(temp {stats.get('temp_size_in_bytes', 0) / 2**20:.1f} MiB), {stats['flops'] / 1e9:.2f} GFLOP")
             if start == 0 and t.eval_clips:
@@ -183,8 +198,8 @@ def train(config, workdir: str, *, data_root: str | None = None, mesh=None, prog
                 if t.image_every and i % int(t.image_every) == 0:  # every process renders (sharded params)
                     log.image(i, _preview(graphdef, state.params, consts, rs, seen))
                 if t.checkpoint_every and i % int(t.checkpoint_every) == 0:
-                    ckpt.save(i, state, extra())
-            ckpt.save(i, state, extra(), force=True)
+                    ckpt.save(i, state, extra(), items=items())
+            ckpt.save(i, state, extra(), force=True, items=items())
             ckpt.wait()
             if stopped is None and t.eval_clips:
                 scores["after"] = held_out(state.params)
