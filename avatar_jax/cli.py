@@ -49,7 +49,9 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command-line parser. With ``only``, just that subcommand's module is imported for its options:
+    a run pays for (and needs the dependencies of) the command it runs, not of every other command."""
     parser = _OneLineParser(
         prog="avatar-jax",
         description="Audio-driven full-body 3D Gaussian avatars from a single photo, in JAX.",
@@ -60,9 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
         status = "" if cmd.module else "  [not built yet]"
         p = sub.add_parser(name, help=cmd.help + status, description=cmd.help)
         p.add_argument("--config", default=None, help="config file (configs/tiny.py[:arg]) or name (tiny)")
-        if cmd.module:
+        if cmd.module and only in (None, name):
             importlib.import_module(cmd.module).add_arguments(p)
-        if name in MULTI_HOST:
+        if name in MULTI_HOST and only in (None, name):
             from avatar_jax.train import distributed
 
             distributed.add_arguments(p)
@@ -75,7 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         overrides, rest = parse_cli_overrides(argv)
-        parser = build_parser()
+        chosen = rest[0] if rest and rest[0] in COMMANDS else ""  # "": top-level help or a usage error
+        parser = build_parser(only=chosen)
         if rest and not rest[0].startswith("-") and rest[0] not in COMMANDS:
             parser.error(f"unknown command {rest[0]!r}; choose from {', '.join(COMMANDS)}")
         args = parser.parse_args(rest)
