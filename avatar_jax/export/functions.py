@@ -174,9 +174,20 @@ def export_for(fn, platform: str, *args) -> export.Exported:
         raise InputError(f"unknown export platform {platform!r}; choose from {', '.join(RENDER_SETTINGS)}")
     if platform != "cuda":
         return export.export(jax.jit(fn), platforms=[platform])(*args)
-    with jax.sharding.use_abstract_mesh(AbstractMesh((1,), ("x",), abstract_device=_CUDA_DEVICE)):
-        return export.export(jax.jit(fn), platforms=["cuda"],
-                             disabled_checks=[export.DisabledSafetyCheck.custom_call(TRITON)])(*args)
+    return export_with_abstract_device(fn, "cuda", _CUDA_DEVICE, *args,
+                                       disabled_checks=[export.DisabledSafetyCheck.custom_call(TRITON)])
+
+
+def export_with_abstract_device(fn, platform: str, device: AbstractDevice, *args, disabled_checks=()):
+    """Export for a device this machine does not have (the Triton lowering reads the GPU's kind from it).
+
+    The device rides on an abstract mesh with *no axes*: a one-device mesh ``("x",)`` (DESIGN.md's lowering
+    recipe) also lowers, but puts sharding constraints on the dimension arithmetic of the symbolic frame
+    count, so the shape refinement of every later call fails ("expects static assert_what"): such a
+    bundle deserialises but never runs (seen on an H200, jax 0.11.2; the same on CPU with jax 0.12).
+    """
+    with jax.sharding.use_abstract_mesh(AbstractMesh((), (), abstract_device=device)):
+        return export.export(jax.jit(fn), platforms=[platform], disabled_checks=list(disabled_checks))(*args)
 
 
 def abstract(tree):

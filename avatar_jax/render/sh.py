@@ -57,4 +57,4 @@ def eval_colors(coeffs: jax.Array, means: jax.Array, cam_pos: jax.Array) -> jax.
     n2 = jnp.sum(d * d, axis=-1, keepdims=True)
     d = d * jnp.where(n2 > 0, jax.lax.rsqrt(jnp.where(n2 > 0, n2, 1.0)), 0.0)
     y = basis(d, degree)
-    return jnp.maximum(jnp.einsum("nk,nkc->nc", y, coeffs) + 0.5, 0.0)
+    return jnp.maximum(jnp.einsum("nk,nkc->nc", y, coeffs, precision=jax.lax.Precision.HIGHEST) + 0.5, 0.0)
