@@ -183,6 +183,7 @@ def defaults() -> ml_collections.ConfigDict:
     # bench render: git revision whose renderer is timed against today's in the same run ('' = none;
     # 9256900 = before issue 10). Needs a checkout with that history; skipped in quick runs.
     c.bench.render_baseline = "9256900"
+    c.bench.render_dense = True  # also time the dense splatter at 256x256 (minutes on a CPU, a scan on GPUs)
     c.bench.scaling_batch = 64  # bench scaling: global batch of clips (fixed across slice sizes)
     c.bench.scaling_frames = 17  # frames per clip (1 + 4k for the Wan VAE)
     c.bench.scaling_size = 256  # frame side in pixels (the tiny teacher's cases use 32)

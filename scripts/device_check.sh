@@ -37,7 +37,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAM
 step gpu_tests "${GPU_TESTS_LIMIT:-300}" "$PY" -P -m pytest --import-mode=importlib -p no:cacheprovider -q -s -rA tests/gpu
 grep -E "vs reference|vs xla|pallas - xla|cuda - cpu|passed|failed|Error" "$OUT/gpu_tests.log" | tail -40
 step bench_render "${BENCH_RENDER_LIMIT:-240}" "$PY" -P -m avatar_jax.cli bench render --out "$OUT" \
-  --config.bench.render_baseline=''
+  --config.bench.render_baseline='' --config.bench.render_dense=False
 grep -E "^ *(256|512) |faster" "$OUT/bench_render.log"
 step bench_inference "${BENCH_INFERENCE_LIMIT:-240}" "$PY" -P -m avatar_jax.cli bench inference \
   --config configs/tiny.py --out "$OUT"

@@ -211,6 +211,8 @@ def run(config, out_dir) -> dict:
     rev = "" if quick else str(bench.get("render_baseline", "9256900") or "")
     num_gaussians, sizes, cameras = (2_000, (64,), (1, 2)) if quick else (NUM_GAUSSIANS, SIZES, CAMERAS)
     dense_cases = {(64, 1)} if quick else DENSE_CASES
+    if not bench.get("render_dense", True):
+        dense_cases = set()
     scene = person_scene(np.random.default_rng(seed), num_gaussians)
     args = tuple(jnp.asarray(scene[k]) for k in ("means", "quats", "scales", "opacities", "colors"))
     backends = ["xla"] + (["pallas"] if jax.default_backend() in ("gpu", "tpu") else [])
