@@ -351,3 +351,156 @@ def load_teacher(config, mesh) -> LoadedTeacher:
         score = jax.device_put(score, score_sh)
     kind = "variational (LoRA score)" if distiller.variational else "score distillation"
     return LoadedTeacher(distiller, params, shardings, score, score_sh, f"tiny teacher {path!r}, {kind}")
+
+
+# ---------------------------------------------------------------- with vs without VSD (the w/o-VSD row of Table 3)
+
+COMPARE_FILE = "vsd_compare.json"
+WITH_VSD, WITHOUT_VSD = "with VSD", "w/o VSD"
+# The comparison's student on top of its config (tiny:face: keypoint loss with the lips x10): no image loss, so the
+# renders learn only from the keypoints and (row "with VSD") the teacher; windows of the teacher's 9 frames
+# (5 latent frames); the variational form with the teacher's best held-out audio guidance (5, README "The tiny
+# teacher"); the teacher's 4 held-out clips scored before and after. Later --config.KEY=VALUE overrides win.
+COMPARE_DEFAULTS = ("loss.image=0", "loss.vsd=1.0", "vsd.variational=true", "vsd.audio_scale=5.0",
+                    "train.seq_len=9", "train.eval_clips=4", "train.checkpoint_every=20")
+
+
+def _finished_teacher(teacher_dir: str) -> dict:
+    """The teacher run's summary; refuses a run that has not finished (a half-trained teacher would silently
+    stand in for the trained one)."""
+    import json
+
+    from avatar_jax.errors import InputError
+    from avatar_jax.teacher.tiny_training import SUMMARY_FILE
+
+    path = os.path.join(teacher_dir, SUMMARY_FILE)
+    summary = json.load(open(path)) if os.path.exists(path) else {}
+    if summary.get("stopped") != "done" or summary.get("step") != summary.get("steps"):
+        raise InputError(f"the tiny teacher in {teacher_dir!r} has not finished its training (no {SUMMARY_FILE} "
+                         "of a finished run); rerun `avatar-jax train --config configs/teacher_tiny.py` there first")
+    return summary
+
+
+def comparison_data(teacher_dir: str, data: str, out: str, clips: int | None = None) -> str:
+    """``out``: the teacher's training clips (``data``, linked, split train) plus held-out clips as the test split:
+    the teacher's own held-out set (``teacher.eval_sentences`` unseen sentences in the unseen voice
+    ``teacher.eval_voice``, same rig and camera; :func:`avatar_jax.teacher.tiny_eval.held_out_clips`). Reuses a
+    finished ``out``. Returns ``out``."""
+    import json
+
+    import ml_collections
+
+    from avatar_jax.data import index, synthetic
+    from avatar_jax.errors import InputError
+    from avatar_jax.teacher import tiny_eval
+    from avatar_jax.train.checkpoint import CONFIG_FILE
+
+    done = os.path.join(out, "vsd_compare_data.done")
+    if os.path.exists(done):
+        return out
+    with open(os.path.join(teacher_dir, CONFIG_FILE)) as f:
+        tconfig = ml_collections.ConfigDict(json.load(f))
+    entries = index.clips_in_split(index.load_index(data), "train")
+    if not entries:
+        raise InputError(f"{data!r} has no training clips (expected the tiny teacher's prepared dataset)")
+    os.makedirs(os.path.join(out, "clips"), exist_ok=True)
+    for sub in ("avatars",):
+        if not os.path.exists(os.path.join(out, sub)):
+            os.symlink(os.path.abspath(os.path.join(data, sub)), os.path.join(out, sub))
+    for e in entries:
+        for ext in (".json", ".array_record"):
+            src, dst = os.path.join(data, "clips", e["clip_id"] + ext), os.path.join(out, "clips", e["clip_id"] + ext)
+            if not os.path.exists(dst):
+                os.symlink(os.path.abspath(src), dst)
+    subject = entries[0]["subject_id"]
+    for k, clip in enumerate(tiny_eval.held_out_clips(tconfig, data, clips)):
+        synthetic.write_synthetic_clip(out, f"{subject}_heldout_{k:03d}", subject, clip,
+                                       {"category": "held_out", "voice": str(tconfig.teacher.eval_voice)})
+    idx = index.build_index(out, held_out=0.0)
+    for c in idx["clips"]:
+        c["split"] = "test" if "_heldout_" in c["clip_id"] else "train"
+    with open(os.path.join(out, index.INDEX_FILE), "w") as f:
+        json.dump(idx, f)
+    open(done, "w").close()
+    return out
+
+
+def compare(config, out: str, *, data_root: str, log=print, progress: bool = True) -> dict:
+    """Train ``config`` (``loss.vsd > 0``, ``vsd.teacher`` set) and the same config with ``loss.vsd=0`` (same
+    seed, data and steps) in ``out/runs/{with_vsd,without_vsd}``; score each on the test split before and after
+    (``train/evaluate.py``: PSNR in the person mask, mouth-opening correlation with the rig); write
+    ``out/vsd_compare.json``. Each run resumes from its own checkpoints, a finished one is not redone."""
+    import json
+    import time
+
+    from avatar_jax.eval.ablations import Row, row_config
+    from avatar_jax.train import loop
+
+    if not float(config.loss.vsd) or not str(config.vsd.teacher):
+        raise ConfigError("vsd compare needs loss.vsd > 0 and vsd.teacher (a tiny-teacher workdir)")
+    if not int(config.train.eval_clips):
+        raise ConfigError("vsd compare scores the held-out clips: set train.eval_clips > 0")
+    result = {"data": os.path.abspath(data_root), "teacher": os.path.abspath(str(config.vsd.teacher)), "rows": {}}
+    # the row without VSD first: it needs no teacher, so it can run while the teacher still trains
+    for name, slug, overrides in ((WITHOUT_VSD, "without_vsd", ("loss.vsd=0",)), (WITH_VSD, "with_vsd", ())):
+        if overrides == ():
+            result["teacher_step"] = _finished_teacher(str(config.vsd.teacher))["step"]
+        workdir = os.path.join(out, "runs", slug)
+        summary_path = os.path.join(workdir, loop.SUMMARY_FILE)
+        tic = time.perf_counter()
+        if os.path.exists(summary_path):
+            with open(summary_path) as f:
+                summary = json.load(f)
+        else:
+            summary = {}
+        if summary.get("stopped") != "done" or summary.get("step") != int(config.train.steps):
+            log(f"{name}: training {int(config.train.steps)} steps in {workdir}")
+            summary = loop.train(row_config(config, Row(name, overrides)), workdir, data_root=data_root,
+                                 progress=progress)
+        held = summary.get("held_out", {})
+        result["rows"][name] = {"workdir": os.path.abspath(workdir), "overrides": list(overrides),
+                                "step": summary.get("step"), "first_loss": summary.get("first_loss"),
+                                "final_loss": summary.get("final_loss"), "before": held.get("before", {}),
+                                "after": held.get("after", {}), "seconds": time.perf_counter() - tic}
+        log(f"{name}: held out after {summary.get('step')} steps: {held.get('after')}")
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, COMPARE_FILE), "w") as f:
+        json.dump(result, f, indent=1)
+    return result
+
+
+def main(argv=None) -> int:
+    """``python -m avatar_jax.train.vsd --teacher W --data D --out O [--config C] [--config.KEY=VALUE ...]``: the
+    student config ``C`` with :data:`COMPARE_DEFAULTS`, then the overrides; :func:`comparison_data`, :func:`compare`."""
+    import argparse
+    import json
+    import sys
+
+    from avatar_jax.config import load_config
+    from avatar_jax.errors import AvatarJaxError
+
+    p = argparse.ArgumentParser(description="student with VSD from a tiny teacher vs the same student without VSD, "
+                                            "scored on held-out speech")
+    p.add_argument("--teacher", required=True, help="a trained tiny-teacher workdir")
+    p.add_argument("--data", required=True, help="the dataset the teacher trained on (prepare --synthetic)")
+    p.add_argument("--out", required=True, help="folder for the comparison (data, runs, vsd_compare.json)")
+    p.add_argument("--config", default="configs/tiny.py:face", help="the student's config (default tiny:face)")
+    p.add_argument("--no-progress", action="store_true")
+    args, rest = p.parse_known_args(argv)
+    bad = [a for a in rest if not a.startswith("--config.") or "=" not in a]
+    if bad:
+        p.error(f"unexpected arguments {bad}; overrides are --config.KEY=VALUE")
+    try:
+        config = load_config(args.config, [*COMPARE_DEFAULTS, f"vsd.teacher={args.teacher}",
+                                           *[a[len("--config."):] for a in rest]])
+        root = comparison_data(args.teacher, args.data, os.path.join(args.out, "data"))
+        res = compare(config, args.out, data_root=root, progress=not args.no_progress)
+    except AvatarJaxError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

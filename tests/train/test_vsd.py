@@ -1,6 +1,8 @@
 """Video score distillation (Eq. 9): the hook's gradient on the frames is autodiff of the stop-gradient
 surrogate, and a teacher that predicts the true noise gives none."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -310,3 +312,83 @@ def test_load_teacher_refuses_a_missing_or_wrong_teacher_dir(tmp_path):
         vsd.load_teacher(load_config("tiny", ["loss.vsd=1.0", f"vsd.teacher={tmp_path / 'nope'}"]), mesh)
     with pytest.raises(ConfigError, match="lora_rank"):
         vsd.settings_from_config(load_config("tiny", ["vsd.variational=true", "vsd.lora_rank=0"]), 8, 25.0)
+
+
+# ---------------------------------------------------------------- the training job: the LoRA score is checkpointed
+
+TEACHER_SMALL = ["teacher.num_layers=1", "teacher.num_heads=2", "teacher.head_dim=8", "teacher.ffn_dim=16",
+                 "teacher.adapter_hidden=8", "teacher.n_mels=4", "teacher.vae_base_dim=4", "teacher.vae_z_dim=4"]
+JOB = ["model.num_particles=8", "model.d_model=16", "model.num_heads=2", "audio.embedded_dim=16",
+       "audio.embedded_width=16", "audio.embedded_depth=1", "train.batch_size=2", "train.seq_len=3",
+       "train.steps=2", "train.warmup_steps=1", "train.log_every=1", "train.checkpoint_every=1",
+       "train.keep_checkpoints=5", "train.eval_clips=0", "train.capacity_factor=2.0", "data.num_threads=1",
+       "loss.image=0", "loss.vsd=100.0", "vsd.variational=true", "vsd.lora_rank=2", "vsd.lora_lr=0.01",
+       "vsd.audio_scale=2.0", "mesh.data=1", "mesh.model=-1"]
+
+
+def _teacher_workdir(work: str) -> str:
+    """A tiny-teacher workdir as `avatar-jax train --config configs/teacher_tiny.py` leaves it, without the
+    training: the fresh modules, their zero-initialised projections given weights, latent statistics set."""
+    from avatar_jax.teacher import tiny_training
+    from avatar_jax.train.checkpoint import Checkpointer
+
+    config = load_config("configs/teacher_tiny.py", TEACHER_SMALL)
+    state = tiny_training.trainer_for(config).init_state()
+    rng = np.random.default_rng(3)  # numpy: one jax.random call per leaf shape would compile each
+    state["dit"] = jax.tree.map(lambda a: a + 0.05 * rng.standard_normal(a.shape).astype(a.dtype), state["dit"])
+    state["stats_ready"] = jnp.ones((), jnp.bool_)
+    with Checkpointer(work, config, fingerprint_keys=tiny_training.FINGERPRINT_KEYS) as ckpt:
+        ckpt.save(1, state, {}, force=True)
+    return work
+
+
+def _job_results(config, mesh, wanted):
+    """``[(train state, LoRA score)]`` of the checkpoints ``wanted`` ``[(workdir, step)]`` of variational VSD runs."""
+    from avatar_jax.train import loop
+    from avatar_jax.train import state as state_lib
+    from avatar_jax.train.checkpoint import Checkpointer
+    from avatar_jax.train.optimizer import make_optimizer
+
+    teacher = vsd.load_teacher(config, mesh)
+    abstract_score = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), teacher.score,
+                                  teacher.score_shardings)
+    abstract = state_lib.abstract_state(config, mesh, make_optimizer(config.train))[1]
+    out = []
+    for work, step in wanted:
+        with Checkpointer(work, config) as ckpt:
+            out.append((ckpt.restore(step, abstract)[0], ckpt.restore_item(step, loop.SCORE_ITEM, abstract_score)))
+    return out
+
+
+def test_a_resumed_variational_vsd_job_continues_its_lora_score_exactly(tmp_path):
+    """`train` with variational VSD saves the LoRA score (and its AdamW state) with every checkpoint: a job killed
+    after step 1 and rerun ends on the same student, score and losses as the uninterrupted job (a score restarted
+    from zero would differ: it moves every step)."""
+    import shutil
+
+    from avatar_jax.data import synthetic
+    from avatar_jax.train import loop
+    from avatar_jax.train.sharding import make_mesh
+
+    data = str(tmp_path / "clips")
+    synthetic.prepare_synthetic("synthetic", data, synthetic.SyntheticOptions(
+        size=SIZE, num_gaussians=160, voices=("en-us",), sentences=1, framing="face"), held_out=0.0, progress=False)
+    config = load_config("tiny", JOB + [f"vsd.teacher={_teacher_workdir(str(tmp_path / 'teacher'))}"])
+    mesh = make_mesh({"data": 1, "fsdp": 1, "model": 1}, jax.devices()[:1])
+    full = str(tmp_path / "full")
+    summary = loop.train(config, full, data_root=data, mesh=mesh, progress=False)
+    assert summary["step"] == 2 and summary["bad_steps"] == 0
+
+    work = str(tmp_path / "resumed")  # killed after step 1: only its checkpoint is left
+    shutil.copytree(full, work)
+    shutil.rmtree(os.path.join(work, "checkpoints", "2"))
+    resumed = loop.train(config, work, data_root=data, mesh=mesh, progress=False)
+    np.testing.assert_allclose(resumed["losses"], summary["losses"], rtol=1e-5)
+
+    (_, score_1), (state_a, score_a), (state_b, score_b) = _job_results(config, mesh, [(full, 1), (full, 2),
+                                                                                      (work, 2)])
+    moved = max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
+                for a, b in zip(jax.tree.leaves(score_a.lora), jax.tree.leaves(score_1.lora), strict=True))
+    assert moved > 1e-4  # the score learnt at step 2: a resume from a fresh score could not match
+    for a, b in zip(jax.tree.leaves((state_a, score_a)), jax.tree.leaves((state_b, score_b)), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
