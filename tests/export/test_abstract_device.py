@@ -26,3 +26,15 @@ def test_export_through_an_abstract_device_runs_for_any_frame_count():
     for frames in (1, 3, 7):
         audio = np.random.default_rng(frames).normal(size=640 * frames).astype(np.float32)
         np.testing.assert_allclose(exported.call(jnp.asarray(audio)), per_frame_energy(audio), rtol=1e-5)
+
+
+def test_exported_functions_use_full_float32_matrix_products():
+    """A bundle computes the same motion on every platform: no TF32 dots (a GPU's float32 default)."""
+    from avatar_jax.export.functions import export_for
+
+    w = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
+    for platform in ("cpu", "cuda"):
+        text = export_for(lambda x: jnp.tanh(x @ w) @ w.T, platform,
+                          jax.ShapeDtypeStruct((symbolic_frames(), 8), jnp.float32)).mlir_module()
+        dots = [line for line in text.splitlines() if "stablehlo.dot_general" in line]
+        assert len(dots) == 2 and all("HIGHEST" in d for d in dots), (platform, dots)

@@ -38,7 +38,7 @@ def test_compiled_forward_matches_reference(seed, chunk):
     xla = render(**scene, camera=cam, background=BG, backend="xla")
     d_ref, d_xla = max_diffs(out, ref), max_diffs(out, xla)
     print(f"seed {seed} chunk {chunk}: vs reference {d_ref}, vs xla {d_xla}")
-    assert ref.alpha.max() > 0.5 and ref.alpha.min() < 0.5  # neither empty nor saturated
+    assert ref.alpha.max() > 0.5 and ref.alpha.min() < 0.9  # neither empty nor saturated everywhere
     assert all(np.isfinite(v) and v < 1e-5 for v in d_ref.values()), d_ref
     assert all(v < 2e-6 for v in d_xla.values()), d_xla
 
