@@ -12,45 +12,17 @@ import pytest
 
 from avatar_jax import cli
 from avatar_jax.config import load_config
-from avatar_jax.data import corpus, index, rig, synthetic
+from avatar_jax.data import index, rig, synthetic
 from avatar_jax.errors import ConfigError, InputError, TrainingError
 from avatar_jax.train import loop
 from avatar_jax.train.checkpoint import Checkpointer
 from avatar_jax.train.sharding import make_mesh
 
-SIZE = 32
+from .synthetic_clips import SIZE, add_held_out, template_avatar
+
 SMALL = ["model.num_particles=8", "model.d_model=16", "model.num_heads=2", "audio.embedded_dim=16",
          "audio.embedded_width=16", "audio.embedded_depth=1", "train.seq_len=2", "train.log_every=2",
          "train.warmup_steps=1", "train.capacity_factor=2.0", "data.num_threads=1"]
-
-
-def add_held_out(root: str, avatar: str, num_gaussians: int, *, voice: str = "en-us+f3", clips: int = 1,
-                 size: int = SIZE, framing: str = "face", offset: int = 20, seed: int = 500) -> None:
-    """Clips of unseen sentences in an unseen voice, as the test split (the rest stays train)."""
-    r = rig.build_rig(synthetic.figure_from_avatar(avatar, num_gaussians, seed=0), seed=0)
-    subject = index.load_index(root)["clips"][0]["subject_id"]
-    cam = synthetic.frame_camera(r, size, framing)
-    for k in range(clips):
-        category, text = corpus.sentences(1, offset=offset + k)[0]
-        clip = synthetic.make_clip(r, text, voice, size=size, framing=framing, seed=seed + k,
-                                   capacity=synthetic.render_capacity(r, cam))
-        synthetic.write_synthetic_clip(root, f"{subject}_heldout_{k:03d}", subject, clip, {"category": category})
-    idx = index.build_index(root, held_out=0.0)
-    for c in idx["clips"]:
-        c["split"] = "test" if "_heldout_" in c["clip_id"] else "train"
-    with open(os.path.join(root, index.INDEX_FILE), "w") as f:
-        json.dump(idx, f)
-
-
-def template_avatar(folder: str, num_gaussians: int) -> str:
-    """An ``avatar.npz`` in reconstruct's format, on the body template at rest (a photo fit takes minutes)."""
-    from avatar_jax.body.template import load_template
-    from avatar_jax.gaussians import avatar_file, init
-
-    os.makedirs(folder, exist_ok=True)
-    cloud = init.init_on_template(load_template(), num_gaussians, seed=0, color=(0.8, 0.6, 0.5))
-    avatar_file.save_avatar(os.path.join(folder, "avatar.npz"), cloud)
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -186,48 +158,3 @@ def test_bench_train_quick_runs_through_the_cli(tmp_path):
     for r in rows:
         assert r["step_s"] > 0 and r["frames_per_s"] > 0 and r["peak_mib_per_device"] > 0 and np.isfinite(r["loss"])
     assert rows[1]["speedup_vs_1"] > 0 and rows[0]["memory_ratio_vs_1"] == 1.0
-
-
-# `avatar-jax reconstruct` of the astronaut at reduced settings (the avatar only has to be the person in the clips).
-RECONSTRUCT = ["--config.reconstruct.num_gaussians=3000", "--config.reconstruct.body_steps=100",
-               "--config.reconstruct.photo_steps=20", "--config.reconstruct.work_size=128",
-               "--config.reconstruct.crop_size=0", "--config.reconstruct.turntable_views=2",
-               "--config.reconstruct.turntable_size=64"]
-ACCEPT_SIZE = 48
-
-
-@pytest.fixture(scope="module")
-def astronaut_clips(tmp_path_factory):
-    """``reconstruct`` of skimage's astronaut (public domain) -> ``prepare --synthetic --avatar DIR`` at 48 px, face
-    framing: two voices x three sentences for training; held out: two unseen sentences in an unseen voice."""
-    import imageio.v3 as iio
-    from skimage import data as skdata
-
-    tmp = tmp_path_factory.mktemp("astronaut")
-    iio.imwrite(tmp / "astronaut.png", skdata.astronaut())
-    avatar = str(tmp / "avatar")
-    assert cli.main(["reconstruct", "--image", str(tmp / "astronaut.png"), "--out", avatar, *RECONSTRUCT]) == 0
-    root = str(tmp / "clips")
-    opts = synthetic.SyntheticOptions(size=ACCEPT_SIZE, voices=("en-us", "en+m3"), sentences=3, framing="face")
-    synthetic.prepare_synthetic(avatar, root, opts, held_out=0.0, progress=False)
-    add_held_out(root, avatar, 3000, clips=2, size=ACCEPT_SIZE, offset=10, seed=99)
-    return root
-
-
-@pytest.mark.slow
-def test_training_beats_the_untrained_model_on_held_out_speech(astronaut_clips, tmp_path):
-    """Acceptance (issue 11), the README's Training numbers: the `tiny:face` recipe on clips of the reconstructed
-    astronaut. The training loss falls, and over WHOLE held-out clips (unseen sentences, unseen voice, from rest
-    at frame 0, audio only) the PSNR inside the mask and the mouth-opening correlation with the teacher beat
-    the untrained model's."""
-    cfg = load_config("tiny:face", ["mesh.data=1", "mesh.model=-1", "train.log_every=10", "train.eval_clips=2",
-                                    "train.image_every=0", "train.checkpoint_every=0", "train.capacity_factor=2.0"])
-    one = make_mesh({"data": 1, "fsdp": 1, "model": 1}, jax.devices()[:1])
-    summary = loop.train(cfg, str(tmp_path / "run"), data_root=astronaut_clips, mesh=one, progress=False)
-    print({k: v for k, v in summary.items() if k not in ("losses", "compiled")})
-    losses = np.asarray(summary["losses"])
-    assert losses[-10:].mean() < 0.8 * losses[:10].mean()
-    before, after = summary["held_out"]["before"], summary["held_out"]["after"]
-    assert before["clips"] == after["clips"] == 2
-    assert after["psnr_mask"] > before["psnr_mask"] + 0.05
-    assert after["mouth_corr"] > before["mouth_corr"] + 0.1
