@@ -2,7 +2,7 @@
 
 Usage: --config configs/tiny.py   (or --config tiny)
        --config tiny:face         the image-supervised training recipe for face-framed synthetic clips of one
-                                  avatar (README "Training"; tests/train/test_loop.py's acceptance test runs it)
+                                  avatar (README "Training"; tests/train/test_loop_acceptance.py runs it)
 """
 
 from avatar_jax.configs._defaults import defaults
