@@ -221,7 +221,10 @@ def run(args, config) -> int:
     r = rig.build_rig(synthetic.figure_from_avatar("synthetic", d.num_gaussians, seed=c.seed), seed=c.seed)
     fig = r.figure  # the avatar plus the rig's mouth interior, lips, pupils and lids
     texts = [s for _, s in corpus.sentences(d.train_sentences + 1 + d.held_out_sentences, offset=c.seed)]
-    texts_held = texts[d.train_sentences + 1:]  # for the long held-out run
+    # For the long held-out run: sentences neither trained on nor the single held-out one (the corpus has
+    # 32, and corpus.sentences cycles, so later indices repeat earlier sentences).
+    seen = set(texts[:d.train_sentences + 1])
+    texts_held = list(dict.fromkeys(t for t in texts[d.train_sentences + 1:] if t not in seen))
     voices = list(d.voices)
     pause = float(d.sentence_pause_s)
     train = [teacher_clip(r, texts[k], voices[k % (len(voices) - 1)], c.audio.fps, c.seed + k, pause)

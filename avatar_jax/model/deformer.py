@@ -13,7 +13,7 @@ Closed loop: open-loop integration never sees where a particle is, so small per-
 up to a drift. Here the twist at frame t also sees the particle's current state, the log of its
 local transform ``s_{m,t-1} = log T_{m,t-1}`` (zero at rest), inside the ``lax.scan``:
 
-    dxi_{m,t} = bound(MLP_xi(H_t[m] + Proj_s(s_{m,t-1}))) - rho_{m,t} * s_{m,t-1}
+    dxi_{m,t} = bound(MLP_xi(H_t[m] + Proj_s(tanh(s_{m,t-1} / scale)))) - rho_{m,t} * s_{m,t-1}
 
 ``rho_{m,t} = rho_max * sigmoid(b_m + w . H_t[m])`` is a learned pull towards rest (per particle,
 modulated by the driving token, so silence can pull harder than speech). ``tbptt > 0`` stops the
@@ -103,7 +103,10 @@ class ParticleDeformer(nnx.Module):
     def step_twist(self, h: jax.Array, state: jax.Array | None) -> jax.Array:
         """One frame: ``h (M,d)`` context and ``state (M,6)`` = log of the current local transform -> ``(M,6)``."""
         if state is not None:
-            h = h + self.state_proj((state / jnp.asarray(self.state_scale)).astype(h.dtype))
+            # tanh bounds the state's feature: whatever the weights, the state moves the MLP's input by a
+            # bounded amount, so a large pose cannot feed itself (random weights at twist_scale 0.1 otherwise
+            # ran away to the 0.5 m/frame bound); typical poses (~1 scale unit) stay in tanh's near-linear part.
+            h = h + self.state_proj(jnp.tanh(state / jnp.asarray(self.state_scale)).astype(h.dtype))
         raw = self.twist_scale * self.mlp_xi(h).astype(jnp.float32)
         # Bounded per-frame twist: at most max_twist rad (and metres) per frame, smooth near 0.
         xi = self.max_twist * jnp.tanh(raw / self.max_twist)
