@@ -239,3 +239,71 @@ def backward(feats, chunk_tile, chunk_first, n_chunks, t0, colour, depth, trans,
     init = (jnp.zeros((tile_size * tile_size,), dtype), jnp.zeros(fb.shape, dtype))
     _, grads = _loop_batches(body, init, n_chunks, fb.shape[0], batch)
     return grads.reshape((-1, chunk, NUM_FEATURES))[:kc]
+
+
+def forward_visible(feats, chunk_tile, chunk_k, *, num_tiles: int, tiles_x: int, tiles_per_camera: int, batch: int,
+                    tile_size: int):
+    """Forward only (no residual, not differentiable): :func:`forward`'s ``colour``, ``depth`` and ``trans``,
+    skipping every chunk that cannot change them.
+
+    :func:`forward` evaluates every chunk in use; in a person seen from the front, half of them lie
+    behind tiles whose every pixel has already terminated (``T < 1e-4``), and tiles with no Gaussian
+    still own an empty chunk. Here each tile has a cursor into its run of chunks, and a step takes the
+    next chunks of the tiles still alive (``batch`` chunks in all, shared out evenly: one each while
+    more than ``batch`` tiles are alive, several each towards the end); a tile stops at its last chunk
+    that holds an opacity >= 1/255 or as soon as all its pixels have terminated. A skipped chunk's
+    Gaussians would all have failed the termination test (T is monotone), so outputs equal
+    :func:`forward`'s up to float rounding of the transmittance products.
+
+    Args: ``feats (Kc, C, F)``, ``chunk_tile (Kc,)``, ``chunk_k (Kc,)`` (-1 = unused) as from the binning.
+    Returns ``colour (T,P,3)``, ``depth (T,P)``, ``trans (T,P)`` and ``evaluated ()``, the number of chunks
+    it composited (what :func:`forward` would evaluate: every chunk in use).
+    """
+    kc = feats.shape[0]
+    dtype = feats.dtype
+    pixels = tile_size * tile_size
+    idx = jnp.arange(kc, dtype=jnp.int32)
+    used = chunk_k >= 0
+    # Per tile: index of its first chunk, and how many chunks up to its last one with a visible Gaussian.
+    start = jnp.zeros((num_tiles,), jnp.int32).at[jnp.where(used & (chunk_k == 0), chunk_tile, num_tiles)].set(
+        idx, mode="drop")
+    visible = used & jnp.any(feats[..., OP] >= ALPHA_MIN, axis=1)
+    length = jnp.zeros((num_tiles,), jnp.int32).at[jnp.where(visible, chunk_tile, num_tiles)].max(
+        chunk_k + 1, mode="drop")
+    j = jnp.arange(batch, dtype=jnp.int32)
+
+    def cond(carry):
+        cursor, alive = carry[0], carry[1]
+        return jnp.any(alive & (cursor < length))
+
+    def body(carry):
+        cursor, alive, t_run, tile_cd, trans, evaluated = carry
+        todo = jnp.where(alive, length - cursor, 0)
+        share = jnp.maximum(1, batch // jnp.maximum(1, jnp.sum(todo > 0)))
+        take = jnp.minimum(todo, share)
+        first = jnp.cumsum(take) - take  # this step's slots of tile t: [first, first + take)
+        take = jnp.clip(batch - first, 0, take)  # the step is full: later tiles wait
+        tile = jnp.clip(jnp.searchsorted(first + take, j, side="right"), 0, num_tiles - 1).astype(jnp.int32)
+        local = j - first[tile]
+        valid = j < jnp.sum(take)
+        f = jnp.where(valid[:, None, None], feats[jnp.clip(start[tile] + cursor[tile] + local, 0, kc - 1)], 0.0)
+        u, v = tile_pixel_centres(tile, tiles_x, tiles_per_camera, tile_size)
+        alpha = _alpha(f, u.astype(dtype), v.astype(dtype))[0]
+        # T in front of each chunk: the tile's running product times the product of its earlier chunks here.
+        seg_first = (local == 0) | ~valid
+        t0, _ = _segmented_exclusive(jnp.prod(1.0 - alpha, axis=1), seg_first, jnp.ones((pixels,), dtype),
+                                     jnp.multiply, 1.0)
+        t0 = t0 * t_run[tile]
+        a, t_excl = _alive(alpha, t0)
+        w = a * t_excl
+        cd = jnp.stack([jnp.sum(w * f[..., k, None], axis=1) for k in range(CR, DZ + 1)], axis=-1)
+        tile_cd = tile_cd.at[tile].add(cd, indices_are_sorted=True)
+        trans = trans.at[tile].multiply(jnp.prod(1.0 - a, axis=1), indices_are_sorted=True)
+        t_run = t_run.at[tile].multiply(jnp.prod(1.0 - alpha, axis=1), indices_are_sorted=True)
+        alive = alive.at[tile].set(jnp.max(t_run[tile], axis=1) >= T_MIN, indices_are_sorted=True)
+        return cursor + take, alive, t_run, tile_cd, trans, evaluated + jnp.sum(take)
+
+    init = (jnp.zeros((num_tiles,), jnp.int32), jnp.ones((num_tiles,), bool), jnp.ones((num_tiles, pixels), dtype),
+            jnp.zeros((num_tiles, pixels, 4), dtype), jnp.ones((num_tiles, pixels), dtype), jnp.zeros((), jnp.int32))
+    _, _, _, tile_cd, trans, evaluated = jax.lax.while_loop(cond, body, init)
+    return tile_cd[..., :3], tile_cd[..., 3], trans, evaluated

@@ -35,8 +35,11 @@ from avatar_jax.render import render
 
 GAUSSIAN_KEYS = ("means", "quats", "scales", "opacities", "colors")
 # platform -> renderer settings (xla on CPU, the Pallas kernels on accelerators)
+# On the CPU the inference render runs forward only (skips chunks behind opaque tiles) and picks, per frame,
+# the smallest of up to 6 capacity levels that holds its intersections (the exported capacity is sized for
+# the worst pose; a typical frame needs a quarter of it). The Pallas exports keep one level.
 RENDER_SETTINGS = {
-    "cpu": dict(backend="xla"),
+    "cpu": dict(backend="xla", forward_only=True, capacity_levels=6),
     "cuda": dict(backend="pallas", pallas_platform="gpu", interpret=False),
     "tpu": dict(backend="pallas", pallas_platform="tpu", interpret=False),
 }

@@ -171,22 +171,31 @@ def bin_and_sort(means2d: jax.Array, radii: jax.Array, conics: jax.Array, opacit
     camera_overflow = jnp.any(past) & (jnp.arange(cams) >= first_past)
     total = jnp.minimum(ends[-1], capacity)
 
-    # Expand instances into slots: slot e belongs to the instance whose [start, end) holds e.
+    # Expand instances into slots: slot e belongs to the instance whose [start, end) holds e, i.e. the last
+    # instance with slots that starts at or before e. Marking each start and a running max finds it
+    # (3x faster on XLA:CPU than a capacity-long searchsorted); slots past ``total`` are unused.
     e = jnp.arange(capacity, dtype=jnp.int32)
-    inst = jnp.clip(jnp.searchsorted(ends, e, side="right"), 0, cams * n - 1).astype(jnp.int32)
-    local = e - starts[inst]
-    tx = x0[inst] + local % w[inst]
-    ty = y0[inst] + local // w[inst]
-    cam = inst // n
-    # Exact ellipse-vs-tile test: candidates no pixel of which can reach alpha 1/255 become empty slots.
-    q_min = footprint.min_q_over_tile(jax.lax.stop_gradient(means2d)[inst], jax.lax.stop_gradient(conics)[inst],
-                                      tx.astype(means2d.dtype), ty.astype(means2d.dtype), grid.tile)
-    hit = (e < total) & (q_min <= footprint.cutoff(jax.lax.stop_gradient(opacities))[inst])
-    tile = jnp.where(hit, cam * grid.tiles_per_camera + ty * grid.tiles_x + tx, grid.num_tiles)
+    ids = jnp.arange(cams * n, dtype=jnp.int32)
+    mark = jnp.zeros((capacity,), jnp.int32).at[jnp.where(counts > 0, starts, capacity)].max(ids, mode="drop")
+    inst = jax.lax.cummax(mark)
+    # Per-instance values as two row tables gathered once per slot (XLA:CPU gathers rows far faster than
+    # ten separate scalar gathers), and the slot's place in its rectangle by float division (exact: a
+    # rectangle has far fewer than 2^22 bins; integer division does not vectorise).
     # Depth rank of each Gaussian within its camera (stable, so equal depths keep index order).
     order = jnp.argsort(jax.lax.stop_gradient(depths), axis=-1, stable=True).astype(jnp.int32)
     ranks = jnp.zeros_like(order).at[jnp.arange(cams)[:, None], order].set(jnp.arange(n, dtype=jnp.int32)[None])
-    s_tile, s_rank = sort_slots(tile.astype(jnp.int32), ranks.reshape(-1)[inst], n, grid.num_tiles)
+    itab = jnp.stack([starts, (ids // n) * grid.tiles_per_camera, ranks.reshape(-1)], axis=-1)[inst]
+    ftab = jnp.concatenate([jnp.stack([x0, y0, w], axis=-1).astype(means2d.dtype), jax.lax.stop_gradient(means2d),
+                            jax.lax.stop_gradient(conics),
+                            footprint.cutoff(jax.lax.stop_gradient(opacities))[:, None]], axis=-1)[inst]
+    local = (e - itab[:, 0]).astype(means2d.dtype)
+    dy = jnp.floor((local + 0.5) / ftab[:, 2])
+    tx, ty = ftab[:, 0] + (local - dy * ftab[:, 2]), ftab[:, 1] + dy
+    # Exact ellipse-vs-tile test: candidates no pixel of which can reach alpha 1/255 become empty slots.
+    q_min = footprint.min_q_over_tile(ftab[:, 3:5], ftab[:, 5:8], tx, ty, grid.tile)
+    hit = (e < total) & (q_min <= ftab[:, 8])
+    tile = jnp.where(hit, itab[:, 1] + (ty * grid.tiles_x + tx).astype(jnp.int32), grid.num_tiles)
+    s_tile, s_rank = sort_slots(tile, itab[:, 2], n, grid.num_tiles)
     s_cam = jnp.clip(s_tile // grid.tiles_per_camera, 0, cams - 1)
     sorted_gid = s_cam * n + order[s_cam, s_rank]
 

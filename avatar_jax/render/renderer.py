@@ -24,6 +24,7 @@ kernels (:data:`TILE_SIZE`), inside the opacity-aware box of :mod:`avatar_jax.re
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 import jax
@@ -32,7 +33,7 @@ import numpy as np
 
 from avatar_jax.errors import InputError
 from avatar_jax.geometry import Camera
-from avatar_jax.kernels import splat
+from avatar_jax.kernels import splat, splat_xla
 from avatar_jax.kernels.splat_common import CA, CC, MX, MY, NUM_FEATURES, OP
 from avatar_jax.render import binning, checks, sh
 from avatar_jax.render.projection import project
@@ -41,6 +42,7 @@ from avatar_jax.render.projection import project
 # per-program register footprint small; XLA on CPU: 16 measured fastest (less padding, cache-sized).
 CHUNK = {"tpu": 128, "gpu": 64, "xla": 16, "interpret": 16}
 XLA_BATCH = 256  # chunks per scan step on the XLA path (measured best on a 2-core CPU)
+XLA_VISIBLE_BATCH = 256  # chunks per step of the forward-only XLA path
 # Tile side per backend. The XLA path bins at 8 px (inside DESIGN.md's 16 px tiles, same image): small
 # Gaussians then cost 64-pixel blocks instead of 256-pixel ones. The Pallas kernels keep 16.
 TILE_SIZE = {"xla": 8, "pallas": 16}
@@ -149,7 +151,8 @@ def _pow2(x: int) -> int:
 def render(means, quats, scales, opacities, colors, camera: Camera, *, background=(0.0, 0.0, 0.0),
            backend: str = "auto", capacity: int | None = None, chunk: int | None = None,
            pallas_platform: str | None = None, interpret: bool | None = None,
-           check_finite: bool = True, antialiased: bool = False, normalize_depth: bool = False) -> RenderOutput:
+           check_finite: bool = True, antialiased: bool = False, normalize_depth: bool = False,
+           capacity_levels: int = 1, forward_only: bool = False) -> RenderOutput:
     """Render 3D Gaussians with the 3DGS/gsplat rules of DESIGN.md.
 
     Args:
@@ -172,6 +175,13 @@ def render(means, quats, scales, opacities, colors, camera: Camera, *, backgroun
       antialiased: mip-splatting opacity compensation (gsplat's ``antialiased`` mode).
       normalize_depth: return expected depth divided by alpha (0 where alpha is 0) instead of
         the unnormalised ``sum z_i alpha_i T_i``.
+      capacity_levels: traced calls only: compile this many slot budgets, ``capacity`` and smaller ones
+        (:func:`capacity_ladder`), and run the smallest that holds the call's intersections
+        (``lax.switch``), so binning, sorting and compositing cost follows the scene instead of the
+        worst case ``capacity`` is sized for. Same images; the largest level overflows as before.
+      forward_only: for renders nobody differentiates (inference): the XLA path then skips the chunks
+        behind tiles that are already opaque (:func:`avatar_jax.kernels.splat_xla.forward_visible`),
+        same images; differentiating such a render fails. No effect on the Pallas kernels.
 
     Returns:
       :class:`RenderOutput` with ``rgb``, ``alpha = 1 - T_final``, expected ``depth``, and per camera
@@ -206,35 +216,89 @@ def render(means, quats, scales, opacities, colors, camera: Camera, *, backgroun
     if capacity < 1 or capacity >= binning.MAX_SLOTS:
         raise InputError(f"render: capacity must be in [1, {binning.MAX_SLOTS}), got {capacity}")
 
+    if capacity_levels < 1:
+        raise InputError(f"render: capacity_levels must be >= 1, got {capacity_levels}")
+    levels = capacity_ladder(capacity, capacity_levels, chunk) if not checks.is_concrete(
+        means, quats, scales, opacities, viewmats, Ks) else (capacity,)
     out = _render_static(means, quats, scales, opacities.astype(dtype), colors.astype(dtype), viewmats, Ks,
-                         background, grid=grid, capacity=capacity, chunk=chunk, backend=backend,
-                         flavour=flavour, interpret=interp, antialiased=antialiased, normalize_depth=normalize_depth)
+                         background, grid=grid, capacity=levels, chunk=chunk, backend=backend,
+                         flavour=flavour, interpret=interp, antialiased=antialiased, normalize_depth=normalize_depth,
+                         forward_only=bool(forward_only))
     if single:
         out = RenderOutput(*(x[0] for x in out))
     return out
 
 
+# Capacity levels shrink by this factor: a scene pays at most ~1.4x the slots it needs.
+LEVEL_RATIO = 2 ** 0.5
+# No level below this many slots: under it the per-call overhead, not the slots, dominates.
+MIN_LEVEL_SLOTS = 32 * 1024
+
+
+def capacity_ladder(capacity: int, levels: int, chunk: int = 1) -> tuple[int, ...]:
+    """Ascending slot budgets ending at ``capacity``: up to ``levels`` of them, each ~``LEVEL_RATIO`` below the
+    next, rounded up to a multiple of ``chunk``, none under ``MIN_LEVEL_SLOTS`` (``capacity`` itself is kept)."""
+    caps = {int(capacity)}
+    for k in range(1, levels):
+        c = -(-int(math.ceil(capacity / LEVEL_RATIO**k)) // chunk) * chunk
+        if c >= MIN_LEVEL_SLOTS:
+            caps.add(c)
+    return tuple(sorted(caps))
+
+
 @functools.partial(jax.jit, static_argnames=("grid", "capacity", "chunk", "backend", "flavour", "interpret",
-                                             "antialiased", "normalize_depth"))
+                                             "antialiased", "normalize_depth", "forward_only"))
 def _render_static(means, quats, scales, opacities, colors, viewmats, Ks, background, *, grid, capacity, chunk,
-                   backend, flavour, interpret, antialiased, normalize_depth):
+                   backend, flavour, interpret, antialiased, normalize_depth, forward_only):
+    """``capacity``: ascending tuple of slot budgets (:func:`capacity_ladder`); the smallest that fits runs."""
     feats, radii, depths = project_instances(means, quats, scales, opacities, colors, viewmats, Ks,
                                              grid.width, grid.height, antialiased)
-    layout = binning.bin_and_sort(feats[:, MX:MY + 1], radii, feats[:, CA:CC + 1], feats[:, OP], depths, grid,
-                                  capacity=capacity, chunk=chunk)
-    slot_feats = feats[layout.slot_gid]
-    slot_feats = jnp.where(layout.slot_valid[..., None], slot_feats, 0.0)  # padding: opacity 0
-    spec = splat.TileSpec(grid.tiles_x, grid.tiles_per_camera, grid.num_tiles, backend, flavour, interpret,
-                          XLA_BATCH, grid.tile)
-    colour, depth, trans = splat.rasterize(spec, slot_feats, layout.chunk_tile, layout.chunk_k, layout.chunk_last,
-                                           layout.n_chunks)
+
+    def composite(cap, feats):
+        layout = binning.bin_and_sort(feats[:, MX:MY + 1], radii, feats[:, CA:CC + 1], feats[:, OP], depths, grid,
+                                      capacity=cap, chunk=chunk)
+        slot_feats = feats[layout.slot_gid]
+        slot_feats = jnp.where(layout.slot_valid[..., None], slot_feats, 0.0)  # padding: opacity 0
+        if forward_only and backend == "xla":
+            colour, depth, trans, _ = splat_xla.forward_visible(
+                _not_differentiable(slot_feats), layout.chunk_tile, layout.chunk_k, num_tiles=grid.num_tiles,
+                tiles_x=grid.tiles_x, tiles_per_camera=grid.tiles_per_camera, batch=XLA_VISIBLE_BATCH,
+                tile_size=grid.tile)
+        else:
+            spec = splat.TileSpec(grid.tiles_x, grid.tiles_per_camera, grid.num_tiles, backend, flavour, interpret,
+                                  XLA_BATCH, grid.tile)
+            colour, depth, trans = splat.rasterize(spec, slot_feats, layout.chunk_tile, layout.chunk_k,
+                                                   layout.chunk_last, layout.n_chunks)
+        return colour, depth, trans, layout.camera_intersections, layout.camera_overflow
+
+    if len(capacity) == 1:
+        colour, depth, trans, intersections, overflow = composite(capacity[0], feats)
+    else:
+        # The same count bin_and_sort makes (cheap: per instance, no slots) picks the level.
+        needed = jnp.sum(binning.tile_rects(feats[:, MX:MY + 1], radii, feats[:, CA:CC + 1], feats[:, OP], grid)[3])
+        level = jnp.minimum(jnp.searchsorted(jnp.asarray(capacity, jnp.int32), needed), len(capacity) - 1)
+        colour, depth, trans, intersections, overflow = jax.lax.switch(
+            level, [functools.partial(composite, cap) for cap in capacity], feats)
     rgb, alpha, depth = (_untile(x, grid) for x in (colour + trans[..., None] * background, 1.0 - trans, depth))
     if normalize_depth:
         depth = jnp.where(alpha > 0, depth / jnp.where(alpha > 0, alpha, 1.0), 0.0)
     # An overflowing camera lost intersections: poison its image rather than return a wrong one.
-    poison = jnp.where(layout.camera_overflow, jnp.nan, 0.0).astype(rgb.dtype)
+    poison = jnp.where(overflow, jnp.nan, 0.0).astype(rgb.dtype)
     rgb, alpha, depth = rgb + poison[:, None, None, None], alpha + poison[:, None, None], depth + poison[:, None, None]
-    return RenderOutput(rgb, alpha, depth, layout.camera_intersections, layout.camera_overflow)
+    return RenderOutput(rgb, alpha, depth, intersections, overflow)
+
+
+@jax.custom_vjp
+def _not_differentiable(x):
+    """Identity that refuses reverse-mode autodiff with a clear message (the forward-only path has no backward)."""
+    return x
+
+
+def _refuse(x):
+    raise InputError("render: forward_only=True renders cannot be differentiated; pass forward_only=False")
+
+
+_not_differentiable.defvjp(_refuse, lambda res, g: (g,))
 
 
 def _untile(x: jax.Array, grid: binning.TileGrid) -> jax.Array:
