@@ -120,16 +120,25 @@ def test_nan_batch_is_a_counted_skip_that_changes_nothing(setup, single):
     assert int(state.step) == 6  # every batch is counted, applied or not
 
 
-def test_render_overflow_is_a_counted_skip(setup):
+def test_render_overflow_is_a_counted_skip(setup, single):
+    """Footprints far larger than the rest pose's (every Gaussian 100x wider, so each covers every bin of the
+    frame) overflow the step's render capacity: the step is counted as bad and changes nothing. The avatar is an
+    input of the step, so the single-device step compiled once serves (no compile of a smaller-capacity step)."""
     config, consts, rs, batches = setup
-    cramped = dataclasses.replace(rs, capacity=8)  # far fewer slots than the frames' intersections
-    one = {"data": 1, "fsdp": 1, "model": 1}
-    state, history, _ = run_steps(config, consts, cramped, batches[:1], one, jax.devices()[:1])
-    m = history[0]
+    _, _, (fn, _, batch_sh) = single
+    one = sharding.make_mesh({"data": 1, "fsdp": 1, "model": 1}, jax.devices()[:1])
+    big = dataclasses.replace(consts, avatar=dataclasses.replace(consts.avatar,
+                                                                 log_scales=consts.avatar.log_scales + np.log(100.0)))
+    ri = big.avatar.render_inputs()
+    camera = look_at(np.array([0.0, 0.3, -2.6]), np.array([0.0, 0.3, 0.0]), width=SIZE, height=SIZE, fov_y_deg=40)
+    assert step.intersection_count(ri["means"], ri["quats"], ri["scales"], camera) > rs.capacity  # really overflows
+    _, fresh = state_lib.create_state(config, one, make_optimizer(config.train))
+    before = jax.tree.map(np.asarray, (fresh.params, fresh.opt_state))
+    state, m = fn(fresh, jax.device_put(big, step.constant_shardings(one, big)), data.to_device(batches[0], batch_sh))
+    m = jax.device_get(m)
     assert m["overflow"] == 1.0 and m["ok"] == 0.0 and m["bad_total"] == 1 and m["bad_streak"] == 1
-    _, fresh = state_lib.create_state(config, sharding.make_mesh(one, jax.devices()[:1]), make_optimizer(config.train))
-    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(fresh.params), strict=True):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves((state.params, state.opt_state)), strict=True):
+        np.testing.assert_array_equal(a, np.asarray(b))
 
 
 def test_schedule_warms_up_then_decays_to_the_end_ratio():
