@@ -12,20 +12,22 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from avatar_jax.body import lbs, parts, phenotype
+from avatar_jax.body import lbs, phenotype
 from avatar_jax.body.template import load_template
 from avatar_jax.cli import main
 from avatar_jax.gaussians import avatar_file, init, ply
 from avatar_jax.gaussians.cloud import rgb_from_dc
-from avatar_jax.geometry import camera as cam_lib
-from avatar_jax.personalize import detect, reconstruct
-from avatar_jax.render import render
+from avatar_jax.personalize import back_views, detect, reconstruct
 from tests.personalize import scenes
 
 pytestmark = pytest.mark.slow
 
 REDUCED = ["--config.reconstruct.num_gaussians=6000", "--config.reconstruct.photo_steps=40",
            "--config.reconstruct.body_steps=150", "--config.reconstruct.turntable_size=96"]
+# PSNR inside the person mask at these settings, each about 1 dB under what they measure (README: astronaut
+# 22.5 dB, synthetic 25.5 dB, gray 17.4-17.8 dB). The default settings reach the issue's 28 dB bar (README:
+# astronaut 31.2 dB, synthetic 35.5 dB); the tests cannot afford them.
+PSNR_AT_TEST_SETTINGS = {"astronaut": 21.5, "synthetic": 24.5, "gray": 16.5}
 
 
 def _synthetic_subject() -> np.ndarray:
@@ -65,8 +67,7 @@ def test_fit_quality_and_the_strict_gate(run):
     print(run["name"], {k: r[k] for k in ("keypoint_error_fraction_of_height", "psnr_in_mask_db", "ssim_in_mask",
                                           "seen_surface_share", "warnings")})
     assert r["keypoint_error_fraction_of_height"] < 0.02
-    # Reduced settings (40 steps, 6000 Gaussians); the default run reaches more (README).
-    assert r["psnr_in_mask_db"] >= (20.0 if run["name"] == "synthetic" else 17.0)
+    assert r["psnr_in_mask_db"] >= PSNR_AT_TEST_SETTINGS[run["name"]]
     assert r["seen_surface_share"] > 0.15
     # --strict: any failed bar (here PSNR below the default-quality bar) is exit status 4, files written.
     assert run["code"] == (4 if r["warnings"] else 0)
@@ -99,28 +100,12 @@ def test_outputs_are_complete(run):
     assert strip.shape[1] == 6 * strip.shape[0]
 
 
-def _head_views(cloud, azimuths_deg, size=256):
-    """Close-ups ``(V,size,size,3)`` uint8 of the head from azimuths (0 = front), on white."""
-    means = np.asarray(cloud.means)
-    centre = means[np.isin(np.asarray(cloud.part), parts.FACE_PARTS)].mean(0)
-    cams = []
-    for a in np.radians(azimuths_deg):
-        eye = centre + 0.9 * np.array([np.sin(a), 0.0, -np.cos(a)])
-        cams.append(cam_lib.look_at(tuple(eye), tuple(centre), width=size, height=size, fov_y_deg=30.0))
-    out = render(camera=cam_lib.stack(cams), background=(1.0, 1.0, 1.0), **cloud.render_args())
-    return (np.clip(np.asarray(out.rgb), 0, 1) * 255).astype(np.uint8)
-
-
 # This used to fail at reduced settings: the face's Gaussians showed through gaps between the discs of the
 # unseen back of the head (and big eyeball discs poked through the skin). The unseen surface is now closed
-# and inner discs are bounded (personalize/photometric.py).
+# and inner discs are bounded (personalize/photometric.py). All three subjects, the gray one too.
 def test_no_face_on_the_back_of_the_head(run):
-    if run["name"] == "gray":
-        # Known gap: at the gray run's smaller settings (4000 Gaussians, 25 steps) the detector still
-        # found a face in one back view; the acceptance subjects (astronaut, synthetic) are checked.
-        pytest.skip("gray subject runs below the settings this check holds at (issue 17)")
     cloud, _ = avatar_file.load_avatar(str(run["out"] / "avatar.npz"))
-    views = _head_views(cloud, [0.0, 150.0, 180.0, 210.0])
+    views = back_views.head_views(cloud, [0.0, 150.0, 180.0, 210.0])
     assert len(detect.face_boxes(views[0])) >= 1  # the detector does find our avatar's face from the front
     for view in views[1:]:
         assert len(detect.face_boxes(view)) == 0
