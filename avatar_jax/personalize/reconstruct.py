@@ -75,14 +75,29 @@ def turntable(cloud, views: int, size: int) -> np.ndarray:
     return (np.concatenate(list(panels), axis=1) * 255).astype(np.uint8)
 
 
+def _cpu_with_children() -> float:
+    """CPU seconds of this process and of its finished subprocesses (MediaPipe runs in one)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def reconstruct(image: np.ndarray, config, say=None, person: int | None = None) -> tuple[dict, dict]:
     """Run the pipeline on ``image (H,W,3) uint8`` -> (outputs for :func:`write_outputs`, report dict)."""
     c = config.reconstruct
     say = say or (lambda *a, **k: None)
     t0, cpu0 = time.perf_counter(), time.process_time()
     times = {}
+    # Per stage: on a shared machine wall seconds say little, CPU seconds (all threads) are what it costs.
+    stage_cpu, mark = {}, [_cpu_with_children()]
+
+    def cpu_done(stage):
+        now = _cpu_with_children()
+        stage_cpu[stage] = round(now - mark[0], 1)
+        mark[0] = now
+
     det = detect.detect(image, c.mediapipe_python, person=person)
     times["keypoints_s"] = time.perf_counter() - t0
+    cpu_done("keypoints")
     if det.people > 1:
         which = "the largest" if person is None else f"number {det.person} by size"
         say(f"      found {det.people} people; using person {det.person} ({which}; --person N picks another)")
@@ -95,6 +110,7 @@ def reconstruct(image: np.ndarray, config, say=None, person: int | None = None) 
                             mask=(det.mask > 0.5).astype(np.float32),
                             silhouette_weight=float(_setting(c, "silhouette_weight")))
     times["body_fit_s"] = time.perf_counter() - t
+    cpu_done("body_fit")
     shape = ", ".join(f"{n} {v:.2f}" for n, v in zip(phenotype.PHENOTYPE_NAMES, fit.phenotype, strict=True))
     say(f"[2/4] body fit: keypoint error {100 * fit.error_fraction:.2f}% of image height, silhouette IoU "
         f"{fit.silhouette_iou:.2f}; shape: {shape} ({times['body_fit_s']:.1f}s)")
@@ -134,6 +150,7 @@ def reconstruct(image: np.ndarray, config, say=None, person: int | None = None) 
                                smooth_prior=float(_setting(c, "offset_smooth")),
                                crop_weight=float(_setting(c, "crop_weight")), densify=dens, progress=tick)
     times["photometric_s"] = time.perf_counter() - t
+    cpu_done("photometric")
     say(f"[3/4] photometric fit: PSNR {pf.psnr_in_mask:.2f} dB, SSIM {pf.ssim_in_mask:.3f} inside the person mask "
         f"at {ww}x{wh}; {100 * pf.seen_share:.0f}% of the surface seen; {pf.added} Gaussians added on face and "
         f"hands ({times['photometric_s']:.1f}s)")
@@ -147,6 +164,7 @@ def reconstruct(image: np.ndarray, config, say=None, person: int | None = None) 
     _dots(overlay_l, fit.keypoints * s, seen, (255, 0, 0))
     overlay = np.concatenate([overlay_l, overlay_r], axis=1)
     times["previews_s"] = time.perf_counter() - t
+    cpu_done("previews")
     times["total_s"] = time.perf_counter() - t0
     # CPU seconds of this process (all threads): on a busy shared machine wall time says little.
     times["cpu_s"] = time.process_time() - cpu0
@@ -162,7 +180,8 @@ def reconstruct(image: np.ndarray, config, say=None, person: int | None = None) 
                   offset_m=dict(normal_mean_abs=float(np.abs(pf.normal_offsets).mean()),
                                 normal_max_abs=float(np.abs(pf.normal_offsets).max()),
                                 max_from_surface=float(np.linalg.norm(pf.offsets, axis=1).max()),
-                                normal_bound=float(_setting(c, "max_offset"))), **times)
+                                normal_bound=float(_setting(c, "max_offset"))), **times,
+                  cpu_s_by_stage=stage_cpu)
     report["quality_bars"] = {key: f"{op} {bar}" for key, (op, bar) in quality.BARS.items()}
     report["warnings"] = quality.judge(report)
     outputs = dict(cloud=pf.cloud, overlay=overlay, turntable=strip, fit=fit, camera=cam)
