@@ -61,7 +61,8 @@ def test_motion_study_runs_end_to_end(tmp_path):
     args = ["motion-study", "--config", "tiny", "--config.motion_study.train_steps=4",
             "--config.motion_study.train_sentences=1",
             "--config.motion_study.window_frames=8", "--config.motion_study.num_gaussians=600",
-            "--config.motion_study.size=32",
+            "--config.motion_study.size=32", "--config.motion_study.held_out_sentences=2",
+            "--config.motion_study.long_seconds=3",  # the long held-out run: 3 s, not the default 60 s
             "--config.model.num_particles=16", "--config.model.d_model=32", "--out", str(out)]
     assert cli.main(args) == 0
     metrics = json.loads((out / "metrics.json").read_text())
@@ -69,6 +70,8 @@ def test_motion_study_runs_end_to_end(tmp_path):
     for key in ("final_train_l1_m", "held_out_l1_model_m", "held_out_l1_standing_still_m"):
         assert np.isfinite(metrics[key]) and metrics[key] >= 0
     assert metrics["held_out_l1_standing_still_m"] > 1e-4  # the teacher really moves
+    long = metrics["long_held_out"]
+    assert 3.0 <= long["seconds"] < 20.0 and 1 <= long["sentences"] <= 2 and np.isfinite(long["drift"]["ratio"])
     video = np.stack(list(iio.imiter(out / "talking.mp4")))
     assert video.shape == (metrics["frames"], 32, 64, 3)  # model | teacher side by side
     assert (out / "frames.png").stat().st_size > 0
