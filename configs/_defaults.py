@@ -221,13 +221,13 @@ def defaults() -> ml_collections.ConfigDict:
     c.motion_study.eval_chunk = 250  # frames per streamed chunk in evaluation
     c.motion_study.start_from_teacher = True  # training windows start from the teacher's pose (particle state)
     c.motion_study.region_balanced_loss = True  # each rig region weighs the same in the L1 loss
-    c.motion_study.face_weight = 1.0  # loss weight of the face regions (lips, eyelids, face) over the others
-    c.motion_study.lip_gap_weight = 0.0  # weight of an L1 term on the lip gap itself (metres, like the L1)
-    c.motion_study.lr_schedule = "constant"  # constant | cosine (warmup_steps, then decay to 5 %)
+    c.motion_study.face_weight = 2.0  # loss weight of the face regions (lips, eyelids, face) over the others
+    c.motion_study.lip_gap_weight = 1.0  # weight of an L1 term on the lip gap itself (metres, like the L1)
+    c.motion_study.lr_schedule = "cosine"  # constant | cosine (warmup_steps, then decay to 5 %)
     c.motion_study.warmup_steps = 20
     c.motion_study.sentence_pause_s = 0.6  # silence after each sentence (scored pauses: >= 0.2 s, 0.1 s margins)
     c.motion_study.voices = ("en-us", "en+m3", "en-us+f3", "en-gb-scotland")  # last one is held out
-    c.motion_study.train_steps = 300
+    c.motion_study.train_steps = 600
     c.motion_study.window_frames = 25  # 1 s training windows
     c.motion_study.learning_rate = 1e-3
     c.motion_study.size = 128  # rendered frame side (pixels)

@@ -140,7 +140,7 @@ def train_motion(c, r: rig.Rig, train: list[dict], steps: int, console: Console 
     model = TalkingAvatar(c, nnx.Rngs(c.seed))
     graphdef, params = nnx.split(model, nnx.Param)
     if d.lr_schedule == "cosine":  # warm up, then decay to 5 % (late steps refine instead of jumping around)
-        lr = optax.warmup_cosine_decay_schedule(0.0, d.learning_rate, d.warmup_steps, max(steps, 1),
+        lr = optax.warmup_cosine_decay_schedule(0.0, d.learning_rate, min(d.warmup_steps, steps // 4), max(steps, 1),
                                                 end_value=0.05 * d.learning_rate)
     elif d.lr_schedule == "constant":
         lr = d.learning_rate
@@ -272,6 +272,9 @@ def run(args, config) -> int:
     ten_s = int(round(10 * c.audio.fps))
     drift = scores.drift(pred_long, rest_fig, ten_s)
     teacher_drift = scores.drift(teacher_long, rest_fig, ten_s)
+    # per region: which part's displacement changes between the first and last 10 s
+    drift_regions = {name: scores.drift(pred_long[:, np.isin(r.region, ids)], rest_fig[np.isin(r.region, ids)], ten_s)
+                     for name, ids in SCORED_REGIONS.items() if np.isin(r.region, ids).any()}
 
     console.print(f"held-out speech, {frames_long / c.audio.fps:.0f} s ({long['sentences']} sentences, "
                   f"{voices[-1]}): per region error vs teacher (mm) and motion explained")
@@ -285,6 +288,8 @@ def run(args, config) -> int:
     console.print(f"  drift: mean displacement {drift['first_mm']:.2f} mm (first 10 s) -> {drift['last_mm']:.2f} mm "
                   f"(last 10 s), ratio {drift['ratio']:.2f} (teacher {teacher_drift['ratio']:.2f}); "
                   f"max {drift['max_mm']:.1f} mm")
+    console.print("  drift per region (first -> last 10 s, mm): " + ", ".join(
+        f"{k} {v['first_mm']:.2f} -> {v['last_mm']:.2f}" for k, v in drift_regions.items()))
     frames = held_out["means"].shape[0]
     pred, predicted = predict(held_out["audio"], frames)
     target = np.asarray(held_out["means"])
@@ -316,7 +321,7 @@ def run(args, config) -> int:
         motion_explained=1.0 - err_model / err_still if err_still > 0 else 0.0,
         mouth_opening_correlation=sync, seconds=time.perf_counter() - start,
         long_held_out=dict(seconds=frames_long / c.audio.fps, sentences=long["sentences"], regions=regions,
-                           lips=lips, drift=drift, teacher_drift=teacher_drift),
+                           lips=lips, drift=drift, teacher_drift=teacher_drift, drift_regions=drift_regions),
     )
     with open(os.path.join(out_dir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)

@@ -50,6 +50,7 @@ def test_short_training_makes_the_lip_gap_follow_the_teacher(small_rig):
         c.motion_study.window_frames = 10
         c.motion_study.lip_gap_weight = 1.0
         c.motion_study.learning_rate = 3e-3
+        c.motion_study.lr_schedule, c.motion_study.face_weight = "constant", 1.0
     clip = motion_study.teacher_clip(r, "Good morning, my name is Robin.", "en-us", FPS, seed=0, pause_s=0.4)
     frames = clip["means"].shape[0]
     order = np.argsort(np.asarray(r.figure.part), kind="stable")
