@@ -66,7 +66,7 @@ def run(config, out_dir) -> dict:
         audio = _speech(seconds, bundle.sample_rate)
         for w, h in sizes:
             cams = camera_path(bundle.front, w, h)
-            _stream(bundle, audio, cams, chunk, profile=False)  # warm-up: compiles every stage
+            warm = _stream(bundle, audio, cams, chunk, profile=False)  # warm-up: compiles every stage
             runs, profiles = [], []
             for _ in range(repeats):
                 runs.append(_stream(bundle, audio, cams, chunk, profile=False))
@@ -78,7 +78,7 @@ def run(config, out_dir) -> dict:
             row = dict(width=w, height=h, frames=n, seconds=best.total_s, frames_per_second=best.frames_per_second,
                        cpu_ms_per_frame=1e3 * min(s.total_cpu_s for s in runs) / n,
                        frames_per_second_runs=[s.frames_per_second for s in runs], capacity=cap,
-                       load_average=os.getloadavg()[0])
+                       load_average=os.getloadavg()[0], warm_up_seconds=warm.total_s)
             for stage in ("encoder", "model", "render"):
                 attr = "encode" if stage == "encoder" else stage
                 row[f"{stage}_ms_per_frame"] = 1e3 * getattr(prof, f"{attr}_s") / n
@@ -88,6 +88,7 @@ def run(config, out_dir) -> dict:
             cells = " ".join(f"{row[f'{s}_ms_per_frame']:>6.1f} ({row[f'{s}_cpu_ms_per_frame']:>4.1f})"
                              for s in ("encoder", "model", "render"))
             print(f"{w:>4}x{h:<4} {row['frames_per_second']:>9.2f} {row['cpu_ms_per_frame']:>9.1f} | "
-                  f"{'':>29} {cells} | {cap:>9}  (load {row['load_average']:.1f})")
+                  f"{'':>29} {cells} | {cap:>9}  (load {row['load_average']:.1f}, first clip with compiles "
+                  f"{warm.total_s:.0f} s)")
     return {"rows": rows, "gaussians": gaussians, "audio_seconds": seconds, "chunk": chunk, "repeats": repeats,
             "target_frames_per_second": float(config.audio.fps), "platform": current_platform()}

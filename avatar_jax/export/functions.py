@@ -36,10 +36,11 @@ from avatar_jax.render import render
 GAUSSIAN_KEYS = ("means", "quats", "scales", "opacities", "colors")
 # platform -> renderer settings (xla on CPU, the Pallas kernels on accelerators)
 # On the CPU the inference render runs forward only (skips chunks behind opaque tiles) and picks, per frame,
-# the smallest of up to 6 capacity levels that holds its intersections (the exported capacity is sized for
-# the worst pose; a typical frame needs a quarter of it). The Pallas exports keep one level.
+# the smallest of up to 8 capacity levels (down to 1/5 of the capacity) that holds its intersections: the
+# exported capacity is sized for the worst pose, a talking frame of the bench's avatar needs ~1/4 of it.
+# The Pallas exports keep one level.
 RENDER_SETTINGS = {
-    "cpu": dict(backend="xla", forward_only=True, capacity_levels=6),
+    "cpu": dict(backend="xla", forward_only=True, capacity_levels=8),
     "cuda": dict(backend="pallas", pallas_platform="gpu", interpret=False),
     "tpu": dict(backend="pallas", pallas_platform="tpu", interpret=False),
 }

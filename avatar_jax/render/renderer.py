@@ -229,8 +229,8 @@ def render(means, quats, scales, opacities, colors, camera: Camera, *, backgroun
     return out
 
 
-# Capacity levels shrink by this factor: a scene pays at most ~1.4x the slots it needs.
-LEVEL_RATIO = 2 ** 0.5
+# Capacity levels shrink by this factor: a scene pays at most ~1.26x the slots it needs.
+LEVEL_RATIO = 2 ** (1 / 3)
 # No level below this many slots: under it the per-call overhead, not the slots, dominates.
 MIN_LEVEL_SLOTS = 32 * 1024
 

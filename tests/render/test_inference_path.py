@@ -40,14 +40,14 @@ def test_forward_only_with_capacity_levels_matches_reference(scene, monkeypatch)
     exact = intersection_count(scene["means"], scene["quats"], scene["scales"], CAM, scene["opacities"],
                                backend="xla")
     monkeypatch.setattr(renderer, "MIN_LEVEL_SLOTS", 1)  # let the small scene have every level
-    ladder = capacity_ladder(2 * exact, 3, 16)
-    assert len(ladder) == 3 and ladder[-1] == 2 * exact and exact <= ladder[0] < exact + 16
+    ladder = capacity_ladder(2 * exact, 4, 16)  # 2 * exact / 2^(k/3), k = 3..0
+    assert len(ladder) == 4 and ladder[-1] == 2 * exact and exact <= ladder[0] < exact + 16
 
     def go(s, capacity, levels):
         return render(**s, camera=CAM, background=jnp.array(BG), backend="xla", capacity=capacity,
                       capacity_levels=levels, forward_only=True)
 
-    out = jax.jit(go, static_argnums=(1, 2))(scene, 2 * exact, 3)  # the lowest level (exact) runs
+    out = jax.jit(go, static_argnums=(1, 2))(scene, 2 * exact, 4)  # the lowest level (exact) runs
     for name, a, b in zip(("rgb", "alpha", "depth"), out[:3], ref[:3], strict=True):
         np.testing.assert_allclose(np.asarray(a), b, atol=1e-5, rtol=1e-5, err_msg=name)
     assert int(out.n_intersections) == exact and not bool(out.overflow)
