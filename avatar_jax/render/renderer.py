@@ -99,7 +99,7 @@ def project_instances(means, quats, scales, opacities, colors, viewmats, Ks, wid
     cams, n = proj.depths.shape
     if colors.ndim == means.ndim + 1:  # SH coefficients
         rot, trans = viewmats[:, :3, :3], viewmats[:, :3, 3]
-        cam_pos = -jnp.einsum("bji,bj->bi", rot, trans)
+        cam_pos = -jnp.einsum("bji,bj->bi", rot, trans, precision=jax.lax.Precision.HIGHEST)  # full f32 on GPUs too
         rgb = jax.vmap(sh.eval_colors, in_axes=(g_axis, g_axis, 0))(colors, means, cam_pos)
     else:
         rgb = jnp.broadcast_to(colors, (cams, n, 3))
