@@ -169,9 +169,11 @@ def fit_latent_meter(config, vae, root: str, max_windows: int = 200) -> LatentMo
     return LatentMouthMeter.fit(latents, per_latent_frame(gap, vae.spec.temporal_factor))
 
 
-def held_out_clips(config, root: str, count: int | None = None) -> list:
+def held_out_clips(config, root: str, count: int | None = None, *, voice: str | None = None,
+                   offset: int | None = None, seed: int = 900) -> list:
     """Synthetic clips of unseen sentences in the held-out voice, rendered like the dataset's training clips
-    (same rig and camera: the dataset's first clip's camera is checked against it)."""
+    (same rig and camera: the dataset's first clip's camera is checked against it). ``voice``, ``offset`` (first
+    corpus sentence) and ``seed`` (clip ``k`` uses ``seed + k``) default to the teacher's held-out set."""
     from avatar_jax.data import corpus, rig, synthetic
 
     tc, syn = config.teacher, config.data.synthetic
@@ -186,9 +188,9 @@ def held_out_clips(config, root: str, count: int | None = None) -> list:
     cap = synthetic.render_capacity(r, cam)
     out = []
     for k in range(int(tc.eval_sentences) if count is None else count):
-        _, text = corpus.sentences(1, offset=int(tc.eval_offset) + k)[0]
-        out.append(synthetic.make_clip(r, text, str(tc.eval_voice), size=meta.width, framing=str(syn.framing),
-                                       seed=900 + k, capacity=cap))
+        _, text = corpus.sentences(1, offset=int(tc.eval_offset if offset is None else offset) + k)[0]
+        out.append(synthetic.make_clip(r, text, str(tc.eval_voice if voice is None else voice), size=meta.width,
+                                       framing=str(syn.framing), seed=seed + k, capacity=cap))
     return out
 
 
