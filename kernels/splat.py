@@ -64,7 +64,7 @@ def _bwd(spec, saved, cts):
     colour, depth, trans = out
     if spec.backend == "xla":
         (t0,) = res
-        d_feats = splat_xla.backward(feats, chunk_tile, chunk_k <= 0, n_chunks, t0, colour, depth, trans,
+        d_feats = splat_xla.backward(feats, chunk_tile, n_chunks, t0, colour, depth, trans,
                                      g_colour, g_depth, g_trans, tiles_x=spec.tiles_x,
                                      tiles_per_camera=spec.tiles_per_camera, batch=spec.batch,
                                      tile_size=spec.tile_size)

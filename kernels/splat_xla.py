@@ -20,8 +20,11 @@ The backward pass is the same loop. With ``g`` the loss gradient of a pixel's (c
 ``s_i = g . (c_i, z_i)`` and ``Ss_i = sum_{j<=i} w_j s_j`` (``w = alpha T``), the gradient is
 ``dL/dalpha_i = T_i s_i - (Ss_final - Ss_i) / (1 - alpha_i) - gT T_final / (1 - alpha_i)``: the
 colour channels are contracted with ``g`` first, so every per-pair quantity is a scalar, and the
-only residual kept from the forward is ``T0`` per chunk and pixel. Memory is ``O(chunks x 256)``:
-it grows with the number of tile intersections, never with Gaussians x pixels.
+only residual kept from the forward is ``T0`` per chunk and pixel. It walks only the chunks that
+can have a gradient (some pixel not yet terminated in front of them, some visible Gaussian), and
+takes the per-Gaussian pixel sums as one dense product of ``dL/dsigma`` with the pixel moments
+``(1, u, v, u^2, uv, v^2)`` plus one small batched product for colour and depth. Memory is
+``O(chunks x 256)``: it grows with the number of tile intersections, never with Gaussians x pixels.
 """
 
 from __future__ import annotations
@@ -186,59 +189,87 @@ def forward(feats, chunk_tile, chunk_first, n_chunks, *, tiles_x: int, tiles_per
     return tile_cd[..., :3], tile_cd[..., 3], trans, t0.reshape(-1, pixels)[:kc]
 
 
-def backward(feats, chunk_tile, chunk_first, n_chunks, t0, colour, depth, trans, g_colour, g_depth, g_trans, *,
+def _pixel_moments_basis(tile_size: int, dtype) -> jax.Array:
+    """``(P, 6)``: ``1, u, v, u^2, uv, v^2`` of each pixel centre relative to its tile's centre, row-major."""
+    p = jnp.arange(tile_size * tile_size, dtype=jnp.int32)
+    u = (p % tile_size).astype(dtype) + (0.5 - tile_size / 2)
+    v = (p // tile_size).astype(dtype) + (0.5 - tile_size / 2)
+    return jnp.stack([jnp.ones_like(u), u, v, u * u, u * v, v * v], axis=-1)
+
+
+def backward(feats, chunk_tile, n_chunks, t0, colour, depth, trans, g_colour, g_depth, g_trans, *,
              tiles_x: int, tiles_per_camera: int, batch: int, tile_size: int):
     """Per-slot gradients ``(Kc, C, F)`` of a loss given its gradients w.r.t. the tile outputs.
 
     ``colour (T,P,3)``, ``depth (T,P)``, ``trans (T,P)`` are the forward outputs and
     ``g_colour``, ``g_depth``, ``g_trans`` their cotangents; ``t0`` the forward residual.
+
+    Only chunks that can have a nonzero gradient are walked: in use, some pixel with ``T0 >= 1e-4``
+    (``T`` only falls, so every Gaussian of a chunk in front of which all pixels have terminated is
+    dead) and some Gaussian with opacity >= 1/255. They are compacted in order (a tile's live chunks
+    stay consecutive; the dead ones between them add 0 to the running ``sum w s``), and the others
+    keep gradient 0, which is exactly what walking them would give.
     """
     kc, chunk, _ = feats.shape
     dtype = feats.dtype
+    pixels = tile_size * tile_size
     s_final = jnp.sum(g_colour * colour, axis=-1) + g_depth * depth  # (T,P): g . (colour, depth)
     g_t = g_trans * trans  # d/dalpha_i of T_final is -T_final / (1 - alpha_i)
+    g_cd = jnp.concatenate([g_colour, g_depth[..., None]], axis=-1)  # (T,P,4)
 
-    fb, tb, firstb = _batched(feats, batch, 0.0), _batched(chunk_tile, batch, 0), _batched(chunk_first, batch, True)
-    t0b = _batched(t0, batch, 1.0)
+    c = jnp.arange(kc, dtype=jnp.int32)
+    live = (c < n_chunks) & (jnp.max(t0, axis=1) >= T_MIN) & jnp.any(feats[..., OP] >= ALPHA_MIN, axis=1)
+    order = jnp.full((kc,), kc, jnp.int32).at[jnp.where(live, jnp.cumsum(live) - 1, kc)].set(c, mode="drop")
+    o_tile = jnp.where(order < kc, chunk_tile[jnp.minimum(order, kc - 1)], -1)
+    o_first = jnp.concatenate([jnp.ones((1,), bool), o_tile[1:] != o_tile[:-1]]) | (order >= kc)
+    ob, firstb = _batched(order, batch, kc), _batched(o_first, batch, True)
+    basis = _pixel_moments_basis(tile_size, dtype)
 
     def body(b, carry):
         pre_run, out = carry
-        f, tile, first, tt = fb[b], tb[b], firstb[b], t0b[b]
+        ids, first = ob[b], firstb[b]
+        sid = jnp.minimum(ids, kc - 1)
+        f = jnp.where((ids < kc)[:, None, None], feats[sid], 0.0)  # padding: opacity 0, all dead
+        tt, tile = t0[sid], chunk_tile[sid]
         u, v = tile_pixel_centres(tile, tiles_x, tiles_per_camera, tile_size)
-        gc, gd, fin, gt = g_colour[tile], g_depth[tile], s_final[tile], g_t[tile]  # per-batch gathers, not stored
-        alpha, raw, gauss, dx, dy = _alpha(f, u.astype(dtype), v.astype(dtype))
+        gq, fin, gt = g_cd[tile], s_final[tile], g_t[tile]  # per-batch gathers, not stored
+        alpha = _alpha(f, u.astype(dtype), v.astype(dtype))[0]
         a, t_excl = _alive(alpha, tt)
         w = a * t_excl
         # Channels first, as elementwise products (batched dots of 3 channels are slow on XLA:CPU).
-        s = f[..., DZ, None] * gd[:, None]
+        s = f[..., DZ, None] * gq[:, None, :, 3]
         for k in range(3):
-            s = s + f[..., CR + k, None] * gc[:, None, :, k]
+            s = s + f[..., CR + k, None] * gq[:, None, :, k]
         ws = w * s
         pre, pre_run = _segmented_exclusive(jnp.sum(ws, axis=1), first, pre_run, jnp.add, 0.0)
         incl = pre[:, None] + _scan_chunk(ws, jnp.add)
-        inv = 1.0 / (1.0 - a)
-        d_a = t_excl * s - (fin[:, None] - incl + gt[:, None]) * inv
-        d_raw = jnp.where((a > 0) & (raw < ALPHA_MAX), d_a, 0.0)  # the 0.99 clamp has zero slope
-        d_sig = d_raw * a  # alpha = o exp(sigma), unclamped
-        # Per-pair moments first; the conic coefficients are per Gaussian and multiply after the sums.
-        s_x, s_y = jnp.sum(d_sig * dx, axis=-1), jnp.sum(d_sig * dy, axis=-1)
-        s_xx, s_xy, s_yy = (jnp.sum(d_sig * p, axis=-1) for p in (dx * dx, dx * dy, dy * dy))
-        grads = [
+        d_a = t_excl * s - (fin[:, None] - incl + gt[:, None]) / (1.0 - a)
+        # dL/dsigma (alpha = o exp(sigma)); the 0.99 clamp has zero slope. alpha < 0.99 iff unclamped.
+        d_sig = jnp.where((a > 0) & (alpha < ALPHA_MAX), d_a * a, 0.0)
+        # Pixel moments of d_sig by one dense product with (1, u, v, u^2, uv, v^2) (tile-centred, so small),
+        # then expanded around each Gaussian's mean: sum d (u-m)^2 = M_uu - 2 m M_u + m^2 M_1, etc.
+        m = jnp.dot(d_sig.reshape(-1, pixels), basis, precision=jax.lax.Precision.HIGHEST).reshape(w.shape[:2] + (6,))
+        m1, mu, mv, muu, muv, mvv = (m[..., i] for i in range(6))
+        mx = f[..., MX] - (u[:, :1] + (tile_size / 2 - 0.5))
+        my = f[..., MY] - (v[:, :1] + (tile_size / 2 - 0.5))
+        s_x, s_y = mu - mx * m1, mv - my * m1
+        op = f[..., OP]
+        grads = jnp.stack([
             f[..., CA] * s_x + f[..., CB] * s_y,
             f[..., CB] * s_x + f[..., CC] * s_y,
-            -0.5 * s_xx,
-            -s_xy,
-            -0.5 * s_yy,
-            jnp.sum(d_raw * gauss, axis=-1),
-        ]
-        g_c = jnp.stack([jnp.sum(w * gc[:, None, :, k], axis=-1) for k in range(3)], axis=-1)
-        g_z = jnp.sum(w * gd[:, None], axis=-1)
-        grads = jnp.concatenate([jnp.stack(grads, axis=-1), g_c, g_z[..., None]], axis=-1)
-        return pre_run, jax.lax.dynamic_update_index_in_dim(out, grads, b, 0)
+            -0.5 * (muu - 2.0 * mx * mu + mx * mx * m1),
+            -(muv - mx * mv - my * mu + mx * my * m1),
+            -0.5 * (mvv - 2.0 * my * mv + my * my * m1),
+            # sum d_raw gauss = sum d_sig / o (d_sig = d_raw o gauss where unclamped, 0 elsewhere)
+            jnp.where(op > 0, m1 / jnp.where(op > 0, op, 1.0), 0.0),
+        ], axis=-1)
+        g_cz = jnp.einsum("bcp,bpk->bck", w, gq, precision=jax.lax.Precision.HIGHEST)  # colour and depth
+        grads = jnp.concatenate([grads, g_cz], axis=-1)
+        return pre_run, out.at[ids].set(grads, mode="drop", indices_are_sorted=True)
 
-    init = (jnp.zeros((tile_size * tile_size,), dtype), jnp.zeros(fb.shape, dtype))
-    _, grads = _loop_batches(body, init, n_chunks, fb.shape[0], batch)
-    return grads.reshape((-1, chunk, NUM_FEATURES))[:kc]
+    init = (jnp.zeros((pixels,), dtype), jnp.zeros(feats.shape, dtype))
+    used = (jnp.sum(live, dtype=jnp.int32) + batch - 1) // batch
+    return jax.lax.fori_loop(0, used, body, init)[1]
 
 
 def forward_visible(feats, chunk_tile, chunk_k, *, num_tiles: int, tiles_x: int, tiles_per_camera: int, batch: int,
