@@ -25,6 +25,8 @@ def defaults() -> ml_collections.ConfigDict:
     c.audio.embedded_dim = 128  # embedded default encoder (trained with the avatar)
     c.audio.embedded_width = 96
     c.audio.embedded_depth = 2
+    c.audio.pe_dim = 64  # frame position encoding PE(t) in the fusion (paper Sec. 3.2)
+    c.audio.pe_max_period = 4.0  # every PE component cycles within 1 s: no frame index is unseen (10000: drifts)
 
     c.model = ml_collections.ConfigDict()
     # audio_driven (the paper's model) | pose_driven (baseline: audio -> template joint rotations -> LBS only)
@@ -222,6 +224,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.motion_study.start_from_teacher = True  # training windows start from the teacher's pose (particle state)
     c.motion_study.region_balanced_loss = True  # each rig region weighs the same in the L1 loss
     c.motion_study.face_weight = 2.0  # loss weight of the face regions (lips, eyelids, face) over the others
+    c.motion_study.joint_prior_weight = 0.0  # L1 prior on the body template's joint rotations (m per rad)
     c.motion_study.lip_gap_weight = 1.0  # weight of an L1 term on the lip gap itself (metres, like the L1)
     c.motion_study.lr_schedule = "cosine"  # constant | cosine (warmup_steps, then decay to 5 %)
     c.motion_study.warmup_steps = 20

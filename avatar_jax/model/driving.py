@@ -25,7 +25,12 @@ class DrivingEncoder(nnx.Module):
         self.encoder = encoder if encoder is not None else EmbeddedAudioEncoder(
             dim=audio_config.get("embedded_dim", 128), width=audio_config.get("embedded_width", 96),
             depth=audio_config.get("embedded_depth", 2), rngs=rngs)
-        self.fusion = GatedFusion(self.encoder.dim, d_model, d_z=d_text, rngs=rngs)
+        # PE(t) of the absolute frame: with the paper-style max_period 10000 frames 1500 onwards of a
+        # stream look like nothing training windows (offsets within a few-second clip) showed, and the
+        # motion drifts with t; at pe_max_period 4 every component cycles within 1 s (the longest period is
+        # 2 pi 4^(31/32) ~ 24 frames), so any frame index is in the range training covers.
+        self.fusion = GatedFusion(self.encoder.dim, d_model, d_z=d_text, pe_dim=audio_config.get("pe_dim", 64),
+                                  max_period=float(audio_config.get("pe_max_period", 10000.0)), rngs=rngs)
 
     def num_frames(self, num_samples: int) -> int:
         return num_video_frames(num_samples, self.fps, self.encoder.sample_rate)
