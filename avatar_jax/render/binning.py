@@ -147,7 +147,8 @@ def sort_slots(tile: jax.Array, rank: jax.Array, num_gaussians: int, num_tiles: 
 
 
 def bin_and_sort(means2d: jax.Array, radii: jax.Array, conics: jax.Array, opacities: jax.Array,
-                 depths: jax.Array, grid: TileGrid, *, capacity: int, chunk: int) -> ChunkLayout:
+                 depths: jax.Array, grid: TileGrid, *, capacity: int, chunk: int,
+                 chunk_multiple: int = 1) -> ChunkLayout:
     """Build the chunked, sorted intersection list.
 
     Args:
@@ -158,6 +159,8 @@ def bin_and_sort(means2d: jax.Array, radii: jax.Array, conics: jax.Array, opacit
       capacity: static number of intersection slots; intersections beyond it are dropped and
         reported per camera in ``camera_overflow`` (the caller poisons those images: never silent).
       chunk: slots per chunk (the kernels' block of Gaussians).
+      chunk_multiple: the static number of chunks ``Kc`` is rounded up to a multiple of this (the XLA
+        path's chunks per loop step: its batches are then a reshape, not a padded copy).
     """
     cams, n = depths.shape
     x0, y0, x1, counts = tile_rects(means2d, radii, conics, opacities, grid)
@@ -204,7 +207,7 @@ def bin_and_sort(means2d: jax.Array, radii: jax.Array, conics: jax.Array, opacit
     tile_count = jnp.searchsorted(s_tile, tiles, side="right").astype(jnp.int32) - tile_start
 
     # Chunks: each tile gets max(1, ceil(count / chunk)) of them, laid out tile after tile.
-    num_chunks = -(-capacity // chunk) + grid.num_tiles
+    num_chunks = -(-(-(-capacity // chunk) + grid.num_tiles) // chunk_multiple) * chunk_multiple
     nch = jnp.maximum(1, -(-tile_count // chunk))
     ch_end = jnp.cumsum(nch)
     ch_start = ch_end - nch

@@ -256,9 +256,11 @@ def _render_static(means, quats, scales, opacities, colors, viewmats, Ks, backgr
 
     def composite(cap, feats):
         layout = binning.bin_and_sort(feats[:, MX:MY + 1], radii, feats[:, CA:CC + 1], feats[:, OP], depths, grid,
-                                      capacity=cap, chunk=chunk)
-        slot_feats = feats[layout.slot_gid]
-        slot_feats = jnp.where(layout.slot_valid[..., None], slot_feats, 0.0)  # padding: opacity 0
+                                      capacity=cap, chunk=chunk, chunk_multiple=XLA_BATCH if backend == "xla" else 1)
+        # Padding slots read an appended zero row (opacity 0): one gather, whose transpose is one scatter-add
+        # (a masking ``where`` on the gathered features costs two extra full-size passes under autodiff).
+        rows = jnp.concatenate([feats, jnp.zeros((1, feats.shape[1]), feats.dtype)])
+        slot_feats = rows[jnp.where(layout.slot_valid, layout.slot_gid, feats.shape[0])]
         if forward_only and backend == "xla":
             colour, depth, trans, _ = splat_xla.forward_visible(
                 _not_differentiable(slot_feats), layout.chunk_tile, layout.chunk_k, num_tiles=grid.num_tiles,
