@@ -164,14 +164,35 @@ def forward(feats, chunk_tile, chunk_first, n_chunks, *, tiles_x: int, tiles_per
     residual ``t0 (Kc,P)`` (transmittance in front of each chunk).
     """
     assert feats.shape[-1] == NUM_FEATURES
-    kc = feats.shape[0]
-    dtype = feats.dtype
+    fb = _batched(feats, batch, 0.0)
+    return _forward(lambda b: fb[b], feats.shape[0], feats.dtype, chunk_tile, chunk_first, n_chunks,
+                    tiles_x=tiles_x, tiles_per_camera=tiles_per_camera, num_tiles=num_tiles, batch=batch,
+                    tile_size=tile_size)
+
+
+def forward_rows(rows, slot_index, chunk_tile, chunk_first, n_chunks, *, tiles_x: int, tiles_per_camera: int,
+                 num_tiles: int, batch: int, tile_size: int):
+    """:func:`forward` of ``feats = rows[slot_index]``, gathered one loop step at a time (never stored whole).
+
+    ``rows (M+1, F)``: per-instance features whose last row is zeros (what padding slots read);
+    ``slot_index (Kc, C)`` int32 rows of each slot. Same outputs as :func:`forward`.
+    """
+    assert rows.shape[-1] == NUM_FEATURES
+    ib = _batched(slot_index, batch, rows.shape[0] - 1)
+    return _forward(lambda b: rows[ib[b]], slot_index.shape[0], rows.dtype, chunk_tile, chunk_first, n_chunks,
+                    tiles_x=tiles_x, tiles_per_camera=tiles_per_camera, num_tiles=num_tiles, batch=batch,
+                    tile_size=tile_size)
+
+
+def _forward(fetch, kc, dtype, chunk_tile, chunk_first, n_chunks, *, tiles_x, tiles_per_camera, num_tiles, batch,
+             tile_size):
+    """:func:`forward` with ``fetch(b) -> (batch, C, F)``, the features of loop step ``b``'s chunks."""
     pixels = tile_size * tile_size
-    fb, tb, firstb = _batched(feats, batch, 0.0), _batched(chunk_tile, batch, 0), _batched(chunk_first, batch, True)
+    tb, firstb = _batched(chunk_tile, batch, 0), _batched(chunk_first, batch, True)
 
     def body(b, carry):
         t_run, tile_cd, trans, t0_all = carry
-        f, tile, first = fb[b], tb[b], firstb[b]
+        f, tile, first = fetch(b), tb[b], firstb[b]
         t_run, a, t_excl, t0 = _composite_batch(t_run, f, tile, first, tiles_x, tiles_per_camera, tile_size)
         w = a * t_excl
         # One weighted sum per channel: XLA:CPU runs this ~1.5x faster than the batched dot of an einsum.
@@ -182,7 +203,7 @@ def forward(feats, chunk_tile, chunk_first, n_chunks, *, tiles_x: int, tiles_per
         t0_all = jax.lax.dynamic_update_index_in_dim(t0_all, t0, b, 0)
         return t_run, tile_cd, trans, t0_all
 
-    nb = fb.shape[0]
+    nb = tb.shape[0]
     init = (jnp.ones((pixels,), dtype), jnp.zeros((num_tiles, pixels, 4), dtype), jnp.ones((num_tiles, pixels), dtype),
             jnp.ones((nb, batch, pixels), dtype))
     _, tile_cd, trans, t0 = _loop_batches(body, init, n_chunks, nb, batch)
@@ -203,33 +224,49 @@ def backward(feats, chunk_tile, n_chunks, t0, colour, depth, trans, g_colour, g_
 
     ``colour (T,P,3)``, ``depth (T,P)``, ``trans (T,P)`` are the forward outputs and
     ``g_colour``, ``g_depth``, ``g_trans`` their cotangents; ``t0`` the forward residual.
+    """
+    kc, chunk, nf = feats.shape
+    rows = jnp.concatenate([feats.reshape(-1, nf), jnp.zeros((1, nf), feats.dtype)])
+    index = jnp.arange(kc * chunk, dtype=jnp.int32).reshape(kc, chunk)
+    d_rows = backward_rows(rows, index, chunk_tile, n_chunks, t0, colour, depth, trans, g_colour, g_depth, g_trans,
+                           tiles_x=tiles_x, tiles_per_camera=tiles_per_camera, batch=batch, tile_size=tile_size)
+    return d_rows[:-1].reshape(feats.shape)
+
+
+def backward_rows(rows, slot_index, chunk_tile, n_chunks, t0, colour, depth, trans, g_colour, g_depth, g_trans, *,
+                  tiles_x: int, tiles_per_camera: int, batch: int, tile_size: int):
+    """Gradients ``(M+1, F)`` w.r.t. ``rows`` of :func:`forward_rows` (the slots' gradients summed per row).
 
     Only chunks that can have a nonzero gradient are walked: in use, some pixel with ``T0 >= 1e-4``
     (``T`` only falls, so every Gaussian of a chunk in front of which all pixels have terminated is
     dead) and some Gaussian with opacity >= 1/255. They are compacted in order (a tile's live chunks
-    stay consecutive; the dead ones between them add 0 to the running ``sum w s``), and the others
-    keep gradient 0, which is exactly what walking them would give.
+    stay consecutive; the dead ones between them add 0 to the running ``sum w s``); the others
+    contribute 0, which is exactly what walking them would give. Each step adds its slots' gradients
+    into their rows (padding slots into the last, zero row), so no per-slot array is ever stored.
     """
-    kc, chunk, _ = feats.shape
-    dtype = feats.dtype
+    kc, chunk = slot_index.shape
+    dtype = rows.dtype
     pixels = tile_size * tile_size
     s_final = jnp.sum(g_colour * colour, axis=-1) + g_depth * depth  # (T,P): g . (colour, depth)
     g_t = g_trans * trans  # d/dalpha_i of T_final is -T_final / (1 - alpha_i)
     g_cd = jnp.concatenate([g_colour, g_depth[..., None]], axis=-1)  # (T,P,4)
 
     c = jnp.arange(kc, dtype=jnp.int32)
-    live = (c < n_chunks) & (jnp.max(t0, axis=1) >= T_MIN) & jnp.any(feats[..., OP] >= ALPHA_MIN, axis=1)
+    visible = jnp.any(rows[:, OP][slot_index] >= ALPHA_MIN, axis=1)
+    live = (c < n_chunks) & (jnp.max(t0, axis=1) >= T_MIN) & visible
     order = jnp.full((kc,), kc, jnp.int32).at[jnp.where(live, jnp.cumsum(live) - 1, kc)].set(c, mode="drop")
     o_tile = jnp.where(order < kc, chunk_tile[jnp.minimum(order, kc - 1)], -1)
     o_first = jnp.concatenate([jnp.ones((1,), bool), o_tile[1:] != o_tile[:-1]]) | (order >= kc)
     ob, firstb = _batched(order, batch, kc), _batched(o_first, batch, True)
     basis = _pixel_moments_basis(tile_size, dtype)
+    zero_row = rows.shape[0] - 1
 
     def body(b, carry):
         pre_run, out = carry
         ids, first = ob[b], firstb[b]
         sid = jnp.minimum(ids, kc - 1)
-        f = jnp.where((ids < kc)[:, None, None], feats[sid], 0.0)  # padding: opacity 0, all dead
+        ri = jnp.where((ids < kc)[:, None], slot_index[sid], zero_row)  # padding: the zero row, all dead
+        f = rows[ri]
         tt, tile = t0[sid], chunk_tile[sid]
         u, v = tile_pixel_centres(tile, tiles_x, tiles_per_camera, tile_size)
         gq, fin, gt = g_cd[tile], s_final[tile], g_t[tile]  # per-batch gathers, not stored
@@ -265,9 +302,9 @@ def backward(feats, chunk_tile, n_chunks, t0, colour, depth, trans, g_colour, g_
         ], axis=-1)
         g_cz = jnp.einsum("bcp,bpk->bck", w, gq, precision=jax.lax.Precision.HIGHEST)  # colour and depth
         grads = jnp.concatenate([grads, g_cz], axis=-1)
-        return pre_run, out.at[ids].set(grads, mode="drop", indices_are_sorted=True)
+        return pre_run, out.at[ri.reshape(-1)].add(grads.reshape(-1, NUM_FEATURES))
 
-    init = (jnp.zeros((pixels,), dtype), jnp.zeros(feats.shape, dtype))
+    init = (jnp.zeros((pixels,), dtype), jnp.zeros(rows.shape, dtype))
     used = (jnp.sum(live, dtype=jnp.int32) + batch - 1) // batch
     return jax.lax.fori_loop(0, used, body, init)[1]
 

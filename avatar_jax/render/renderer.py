@@ -257,19 +257,18 @@ def _render_static(means, quats, scales, opacities, colors, viewmats, Ks, backgr
     def composite(cap, feats):
         layout = binning.bin_and_sort(feats[:, MX:MY + 1], radii, feats[:, CA:CC + 1], feats[:, OP], depths, grid,
                                       capacity=cap, chunk=chunk, chunk_multiple=XLA_BATCH if backend == "xla" else 1)
-        # Padding slots read an appended zero row (opacity 0): one gather, whose transpose is one scatter-add
-        # (a masking ``where`` on the gathered features costs two extra full-size passes under autodiff).
+        # Padding slots read an appended zero row (opacity 0), so no masking pass over the slots is needed.
         rows = jnp.concatenate([feats, jnp.zeros((1, feats.shape[1]), feats.dtype)])
-        slot_feats = rows[jnp.where(layout.slot_valid, layout.slot_gid, feats.shape[0])]
+        slot_index = jnp.where(layout.slot_valid, layout.slot_gid, feats.shape[0])
         if forward_only and backend == "xla":
             colour, depth, trans, _ = splat_xla.forward_visible(
-                _not_differentiable(slot_feats), layout.chunk_tile, layout.chunk_k, num_tiles=grid.num_tiles,
+                _not_differentiable(rows[slot_index]), layout.chunk_tile, layout.chunk_k, num_tiles=grid.num_tiles,
                 tiles_x=grid.tiles_x, tiles_per_camera=grid.tiles_per_camera, batch=XLA_VISIBLE_BATCH,
                 tile_size=grid.tile)
         else:
             spec = splat.TileSpec(grid.tiles_x, grid.tiles_per_camera, grid.num_tiles, backend, flavour, interpret,
                                   XLA_BATCH, grid.tile)
-            colour, depth, trans = splat.rasterize(spec, slot_feats, layout.chunk_tile, layout.chunk_k,
+            colour, depth, trans = splat.rasterize(spec, rows, slot_index, layout.chunk_tile, layout.chunk_k,
                                                    layout.chunk_last, layout.n_chunks)
         return colour, depth, trans, layout.camera_intersections, layout.camera_overflow
 
