@@ -110,7 +110,8 @@ def fit_photo(cloud: GaussianCloud, skinning: jax.Array, camera: cam_lib.Camera,
               smooth_prior: float = 10.0,
               seen_pixels: float = 0.3, min_facing: float = 0.3, sharp_init: bool = True,
               max_scale_growth: float = 3.0, inner_max_scale: float = 0.005, unseen_widen: float = 1.3,
-              unseen_opacity: float = 0.98,
+              unseen_opacity: float = 0.98, offset_bound: np.ndarray | None = None,
+              slide_bound: np.ndarray | None = None,
               densify: densify_lib.Densify | None = None, progress=None) -> PhotoFit:
     """``photo (H,W,3)`` in [0,1] and ``mask (H,W)`` at ``camera``'s resolution; ``graph`` over the cloud.
 
@@ -124,6 +125,10 @@ def fit_photo(cloud: GaussianCloud, skinning: jax.Array, camera: cam_lib.Camera,
     bigger discs there poke through the skin and show skin-coloured specks on the back of the head.
     Unseen Gaussians end opaque (``unseen_opacity``) and ``unseen_widen`` times wider, so that the unseen
     surface is closed and nothing behind it (the face, seen from behind) shows through.
+
+    ``offset_bound (N,)``, ``slide_bound (N,)``: per-Gaussian bounds in metres on the normal offset and
+    the slide (at most ``max_offset`` / ``max_slide``): :func:`avatar_jax.personalize.hair.offset_bounds`
+    keeps the skin of the jaw and neck from growing fins.
 
     ``densify``: once, at that fraction of the steps, face and hand Gaussians with a large mean
     screen-space positional gradient are cloned or split (:mod:`avatar_jax.personalize.densify`); the
@@ -180,19 +185,30 @@ def fit_photo(cloud: GaussianCloud, skinning: jax.Array, camera: cam_lib.Camera,
                   edges=edges, edge_w=edge_w, log_hi=log_hi)
     if crops is not None:
         consts.update(crop_camera=crops.camera, crop_target=crop_target, crop_mask=crop_mask)
+    def per_gaussian(bound, top, name):
+        bound = np.full(cloud.num, top, np.float32) if bound is None else np.asarray(bound, np.float32)
+        if bound.shape != (cloud.num,):
+            raise ValueError(f"{name} must have shape ({cloud.num},), got {bound.shape}")
+        # tanh(d / bound) * bound: a floor, no division by zero.
+        return jnp.asarray(np.clip(bound, 1e-4, top)[:, None])
+
+    off_hi = per_gaussian(offset_bound, max_offset, "offset_bound")
+    slide_hi = per_gaussian(slide_bound, max_slide, "slide_bound")
+    consts.update(off_hi=off_hi, slide_hi=slide_hi)
     # Read when a function is traced: densification changes N, so the jitted step retraces and sees new ones.
     caps = dict(main=cap_main, crop=cap_crop)
 
-    def offsets_of(o, n):
-        """Raw ``(N,3)`` -> bounded offsets ``(N,3)``: normal part within max_offset, sliding within max_slide."""
+    def offsets_of(o, n, hi, slide):
+        """Raw ``(N,3)`` -> bounded offsets ``(N,3)``: normal part within ``hi (N,1)`` (max_offset or less),
+        sliding within ``slide (N,1)``."""
         d = jnp.sum(o * n, -1, keepdims=True)
         t = o - d * n
         tn = jnp.sqrt(jnp.sum(t * t, -1, keepdims=True) + 1e-12)
-        return max_offset * jnp.tanh(d / max_offset) * n + t * (max_slide * jnp.tanh(tn / max_slide) / tn)
+        return hi * jnp.tanh(d / hi) * n + t * (slide * jnp.tanh(tn / slide) / tn)
 
     def posed(p, k):
         c = k["cloud"]
-        off = offsets_of(p["offsets"], k["normals"])
+        off = offsets_of(p["offsets"], k["normals"], k["off_hi"], k["slide_hi"])
         means, quats = pose_cloud(c, k["skinning"], off)
         sh = c.sh.at[:, 0].set(p["dc"])
         log_s = jnp.minimum(jnp.maximum(p["log_scales"], LOG_SCALE_RANGE[0]), k["log_hi"])
@@ -215,7 +231,7 @@ def fit_photo(cloud: GaussianCloud, skinning: jax.Array, camera: cam_lib.Camera,
                         check_finite=False, **g)
             loss = loss + crop_weight * jnp.mean(_views_loss(oc, k["crop_target"], k["crop_mask"], dssim_weight,
                                                              mask_weight))
-        o = offsets_of(p["offsets"], k["normals"])
+        o = offsets_of(p["offsets"], k["normals"], k["off_hi"], k["slide_hi"])
         i, j = k["edges"][:, 0], k["edges"][:, 1]
         smooth = jnp.sum(k["edge_w"] * jnp.sum((o[i] - o[j]) ** 2, -1)) / o.shape[0]
         return loss + offset_prior * jnp.mean(jnp.sum(o**2, -1)) + smooth_prior * smooth
@@ -253,11 +269,12 @@ def fit_photo(cloud: GaussianCloud, skinning: jax.Array, camera: cam_lib.Camera,
             graph = surface_graph.build(np.asarray(cloud.means), np.asarray(normals), np.asarray(cloud.part),
                                         graph.face_region[parent])
             log_hi = log_hi[jnp.asarray(parent)]
+            off_hi, slide_hi = off_hi[jnp.asarray(parent)], slide_hi[jnp.asarray(parent)]
             params = dict(offsets=params["offsets"][jnp.asarray(parent)], log_scales=cloud.log_scales,
                           dc=cloud.sh[:, 0], opacity_logits=cloud.opacity_logits,
                           dmeans=jnp.zeros((cloud.num, 3), jnp.float32))
             consts.update(cloud=cloud, normals=normals, edges=jnp.asarray(graph.edges),
-                          edge_w=jnp.asarray(graph.weights), log_hi=log_hi)
+                          edge_w=jnp.asarray(graph.weights), log_hi=log_hi, off_hi=off_hi, slide_hi=slide_hi)
             g0 = posed(params, consts)
             caps["main"] = _capacity(g0["means"], g0["quats"], g0["scales"], camera)
             if crops is not None:
@@ -275,7 +292,7 @@ def fit_photo(cloud: GaussianCloud, skinning: jax.Array, camera: cam_lib.Camera,
     g = jax.jit(posed)(params, consts)
     weight, _ = seen_weights(g["means"], g["quats"], g["scales"], g["opacities"], caps["main"], caps["crop"])
     seen = weight > seen_pixels
-    off = np.asarray(offsets_of(params["offsets"], normals))
+    off = np.asarray(offsets_of(params["offsets"], normals, off_hi, slide_hi))
     fitted_rgb = np.asarray(rgb_from_dc(params["dc"]))
     # Colours outside [0,1] (a fit pushing a half-transparent edge) would shine through gaps elsewhere.
     filled = np.clip(appearance_fill.harmonic_fill(np.clip(fitted_rgb, 0, 1), seen, graph, np.asarray(cloud.part)),

@@ -3,7 +3,8 @@
 Pipeline: MediaPipe Holistic keypoints and person mask (the largest person, or ``person``) -> fit camera
 placement, body shape and pose (:mod:`avatar_jax.personalize.body_fit`) -> Gaussians on the fitted body,
 skinned into the photo's pose, fitted to the photo and to zoomed face/hand crops, visibility-aware
-(:mod:`avatar_jax.personalize.photometric`) -> the canonical avatar in rest pose, with a quality report.
+(:mod:`avatar_jax.personalize.photometric`; the skin below the ears without fins, hair hung round the unseen
+back of the head, :mod:`avatar_jax.personalize.hair`) -> the canonical avatar in rest pose, with a quality report.
 
 Files (written by :func:`write_outputs` into a staging folder, moved into place by
 :mod:`avatar_jax.personalize.output_dir`): ``avatar.ply`` (3DGS viewers), ``avatar.npz`` (cloud +
@@ -13,6 +14,7 @@ red), ``turntable.png`` (canonical avatar from N azimuths), ``report.json`` (met
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -25,13 +27,15 @@ import numpy as np
 from avatar_jax.body import lbs, phenotype
 from avatar_jax.body.template import load_template
 from avatar_jax.gaussians import avatar_file, init, ply
+from avatar_jax.gaussians.cloud import dc_from_rgb, rgb_from_dc
 from avatar_jax.geometry import camera as cam_lib
-from avatar_jax.personalize import body_fit, crops, densify, detect, photometric, quality, surface_graph
+from avatar_jax.personalize import body_fit, crops, densify, detect, hair, photometric, quality, surface_graph
 from avatar_jax.render import render
 
 # Settings with defaults here, so older configs keep working: config.reconstruct.KEY overrides them.
 DEFAULTS = dict(crop_size=128, max_offset=0.05, max_slide=0.03, offset_smooth=1.0, crop_weight=0.5,
-                densify_fraction=0.3, densify_max_new=3000, densify_at=0.35, silhouette_weight=1.0)
+                densify_fraction=0.3, densify_max_new=3000, densify_at=0.35, silhouette_weight=1.0,
+                skin_offset=0.015, hair_thickness=0.015, hair_drop=0.08)
 
 
 def _setting(c, key):
@@ -79,6 +83,19 @@ def _cpu_with_children() -> float:
     """CPU seconds of this process and of its finished subprocesses (MediaPipe runs in one)."""
     t = os.times()
     return t.user + t.system + t.children_user + t.children_system
+
+
+def _hang_hair(pf: photometric.PhotoFit, ear_points: np.ndarray, thickness: float, drop: float):
+    """The fitted avatar with hair hanging round the unseen back of the head (:mod:`hair`), in the colour
+    of the back of the skull; its offsets (``max_from_surface`` in the report) include the push."""
+    cloud = pf.cloud
+    means, part = np.asarray(cloud.means), np.asarray(cloud.part)
+    moved, weight = hair.hair_curtain(means, part, pf.seen, ear_points, thickness=thickness, drop=drop)
+    rgb = np.asarray(rgb_from_dc(cloud.sh[:, 0]))
+    colour = hair.hair_colour(rgb, means, part, ear_points)
+    rgb = rgb + weight[:, None] * (colour - rgb)
+    cloud = cloud.replace(means=jnp.asarray(moved), sh=cloud.sh.at[:, 0].set(dc_from_rgb(jnp.asarray(rgb))))
+    return dataclasses.replace(pf, cloud=cloud, offsets=pf.offsets + (moved - means))
 
 
 def reconstruct(image: np.ndarray, config, say=None, person: int | None = None) -> tuple[dict, dict]:
@@ -144,11 +161,18 @@ def reconstruct(image: np.ndarray, config, say=None, person: int | None = None) 
         dens = densify.Densify(tpl, verts, at_fraction=float(_setting(c, "densify_at")),
                                fraction=float(_setting(c, "densify_fraction")),
                                max_new=int(_setting(c, "densify_max_new")), seed=config.seed)
+    ear_points = hair.ears(tpl, verts)
+    bound, slide_bound = hair.offset_bounds(np.asarray(cloud.means), np.asarray(cloud.part), ear_points,
+                                            float(_setting(c, "max_offset")), float(_setting(c, "max_slide")),
+                                            below_ears=float(_setting(c, "skin_offset")))
     pf = photometric.fit_photo(cloud, skinning, cam, photo, mask, graph, crops=zoomed, steps=c.photo_steps,
                                lr=c.photo_lr, max_offset=float(_setting(c, "max_offset")),
                                max_slide=float(_setting(c, "max_slide")),
                                smooth_prior=float(_setting(c, "offset_smooth")),
-                               crop_weight=float(_setting(c, "crop_weight")), densify=dens, progress=tick)
+                               crop_weight=float(_setting(c, "crop_weight")), densify=dens, progress=tick,
+                               offset_bound=bound, slide_bound=slide_bound)
+    if float(_setting(c, "hair_thickness")) > 0:
+        pf = _hang_hair(pf, ear_points, float(_setting(c, "hair_thickness")), float(_setting(c, "hair_drop")))
     times["photometric_s"] = time.perf_counter() - t
     cpu_done("photometric")
     say(f"[3/4] photometric fit: PSNR {pf.psnr_in_mask:.2f} dB, SSIM {pf.ssim_in_mask:.3f} inside the person mask "
