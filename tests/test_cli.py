@@ -72,6 +72,10 @@ def test_motion_study_runs_end_to_end(tmp_path):
     assert metrics["held_out_l1_standing_still_m"] > 1e-4  # the teacher really moves
     long = metrics["long_held_out"]
     assert 3.0 <= long["seconds"] < 20.0 and 1 <= long["sentences"] <= 2 and np.isfinite(long["drift"]["ratio"])
+    # the teacher's own per-region displacement beside the model's (content vs drift); its lips move, its root not
+    teacher = long["teacher_drift_regions"]
+    assert set(teacher) == set(long["drift_regions"]) and teacher["mouth"]["first_mm"] > 0.5
+    assert teacher["mouth"]["first_mm"] > 2 * teacher["body"]["first_mm"]
     video = np.stack(list(iio.imiter(out / "talking.mp4")))
     assert video.shape == (metrics["frames"], 32, 64, 3)  # model | teacher side by side
     assert (out / "frames.png").stat().st_size > 0
