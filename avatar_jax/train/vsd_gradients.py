@@ -135,17 +135,24 @@ def main(argv=None) -> int:
     from avatar_jax.errors import AvatarJaxError
 
     p = argparse.ArgumentParser(description="VSD gradient vs the other losses' gradient on a run's student")
-    p.add_argument("--workdir", required=True, help="a student run (its config, checkpoint and data)")
+    p.add_argument("--workdir", help="a student run (its config, checkpoint and data)")
     p.add_argument("--teacher", required=True, help="a trained tiny-teacher workdir")
     p.add_argument("--data", default=None, help="the run's dataset (default: its config's data.root)")
     p.add_argument("--init", action="store_true", help="the seed's initial parameters instead of the checkpoint")
     p.add_argument("--batches", type=int, default=2)
     p.add_argument("--draws", type=int, default=4)
+    p.add_argument("--direction", action="store_true", help="instead: the sign check of denoising_direction on "
+                                                            "--data (the teacher's own training clips)")
     args, rest = p.parse_known_args(argv)
     bad = [a for a in rest if not a.startswith("--config.") or "=" not in a]
     if bad:
         p.error(f"unexpected arguments {bad}; overrides are --config.KEY=VALUE")
     try:
+        if args.direction:
+            print(json.dumps(denoising_direction(args.teacher, args.data or "", draws=args.draws), indent=1))
+            return 0
+        if not args.workdir:
+            p.error("--workdir is needed (a student run), unless --direction")
         res = gradient_report(args.workdir, args.teacher, data_root=args.data, init=args.init, batches=args.batches,
                               draws=args.draws, overrides=tuple(a[len("--config."):] for a in rest))
     except AvatarJaxError as e:
@@ -153,6 +160,46 @@ def main(argv=None) -> int:
         return 2
     print(json.dumps(res, indent=1))
     return 0
+
+
+
+def denoising_direction(teacher_dir: str, data_root: str, *, windows: int = 4, draws: int = 8, noise: float = 0.05,
+                        audio_scale: float = 1.0, frames: int = 9) -> dict:
+    """Sign check of Eq. 9 with the real teacher: training windows ``x`` (the teacher's own data) plus pixel noise
+    ``d`` (std ``noise``); the mean plain-VSD frame gradient ``g`` over ``draws`` teacher draws at ``x + d``.
+    Descent (``-g``) must remove the noise, i.e. ``cos(g, d) > 0``; also reported: ``cos(g, d)`` per window and
+    the gradient at the clean windows (its norm relative to the noisy one's)."""
+    import jax
+    import jax.numpy as jnp
+
+    from avatar_jax.data import index, records
+    from avatar_jax.teacher.tiny_training import load_tiny_teacher
+    from avatar_jax.train import vsd
+
+    tconfig, teacher, vae, null_text = load_tiny_teacher(teacher_dir)
+    settings = vsd.VSDSettings(audio_scale=audio_scale, n_mels=int(tconfig.teacher.n_mels),
+                               fps=float(tconfig.data.fps))
+    distiller, params = vsd.split_teacher(teacher, vae, null_text, null_text, settings)
+    clips, audio = [], []
+    for e in index.clips_in_split(index.load_index(data_root), "train")[:windows]:
+        r = records.ClipReader(data_root, e["clip_id"])
+        w = r.window(0, frames)
+        r.close()
+        clips.append(w["frame"].astype(np.float32) / 255.0)
+        audio.append(w["audio"].astype(np.float32))
+    x, a = jnp.asarray(np.stack(clips)), jnp.asarray(np.stack(audio))
+    d = noise * jax.random.normal(jax.random.key(0), x.shape)
+
+    @jax.jit
+    def mean_grad(p, frames):
+        return sum(distiller.hook(p, a, jnp.int32(i))(frames) for i in range(draws)) / draws
+
+    g_noisy, g_clean = mean_grad(params, x + d), mean_grad(params, x)
+    per = [float(jnp.vdot(g_noisy[i], d[i]) / (jnp.linalg.norm(g_noisy[i]) * jnp.linalg.norm(d[i])))
+           for i in range(x.shape[0])]
+    return {"windows": int(x.shape[0]), "draws": draws, "noise": noise, "audio_scale": audio_scale,
+            "cos_g_noise": per, "cos_g_noise_mean": float(np.mean(per)),
+            "clean_over_noisy_norm": float(jnp.linalg.norm(g_clean) / jnp.linalg.norm(g_noisy))}
 
 
 if __name__ == "__main__":
