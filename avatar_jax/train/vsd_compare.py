@@ -306,7 +306,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="folder for the comparison (data, runs, vsd_compare.json)")
     p.add_argument("--config", default="configs/tiny.py:face", help="the student's config (default tiny:face)")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (student init, data order, VSD draws)")
-    p.add_argument("--weights", default="1,10,30", help="comma-separated VSD weights; the one with the best mean "
+    p.add_argument("--weights", default="10,100,1000", help="comma-separated VSD weights; the one with the best mean "
                                                         "validation score is reported on test")
     p.add_argument("--no-progress", action="store_true")
     args, rest = p.parse_known_args(argv)
