@@ -91,6 +91,8 @@ def _hang_hair(pf: photometric.PhotoFit, ear_points: np.ndarray, thickness: floa
     cloud = pf.cloud
     means, part = np.asarray(cloud.means), np.asarray(cloud.part)
     moved, weight = hair.hair_curtain(means, part, pf.seen, ear_points, thickness=thickness, drop=drop)
+    if not weight.any():  # nothing unseen behind the ears (a tiny cloud): nothing to hang
+        return pf
     rgb = np.asarray(rgb_from_dc(cloud.sh[:, 0]))
     colour = hair.hair_colour(rgb, means, part, ear_points)
     rgb = rgb + weight[:, None] * (colour - rgb)
