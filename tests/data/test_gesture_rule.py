@@ -37,12 +37,12 @@ def test_blinks_fall_at_pauses_and_in_long_speech_not_at_random():
     np.testing.assert_array_equal(c.blink, motion.from_speech(phonemes, audio, 350, seed=5).blink)
 
 
-def test_head_turns_towards_the_open_vowels_side_and_lifts_with_loudness():
-    audio = np.zeros(3 * 16000, np.float32)
+def test_head_turns_and_lifts_with_loudness():
+    audio = np.zeros(4 * 16000, np.float32)
     audio[:16000] = 0.2 * np.sin(np.arange(16000) * 0.3)  # loud first second, then silence
-    open_ = motion.from_speech([("'a", 0.1, 0.3), ("'a", 0.5, 0.7)], audio, 75)
-    close = motion.from_speech([("'i:", 0.1, 0.3), ("'i:", 0.5, 0.7)], audio, 75)
-    assert open_.yaw.max() > 0.02 and close.yaw.min() < -0.02  # right on open vowels, left on close ones
+    open_ = motion.from_speech([("'a", 0.1, 0.3), ("'a", 0.5, 0.7)], audio, 100)
+    quiet = motion.from_speech([("'a", 0.1, 0.3), ("'a", 0.5, 0.7)], np.zeros_like(audio), 100)
+    assert open_.yaw[12] > 0.015 and abs(quiet.yaw).max() < 1e-6  # the turn follows the loudness, not the text
     assert abs(open_.yaw[-1]) < 1e-3  # back to the front in the silence
     # the chin lifts (negative pitch) while it is loud, not in the silence, apart from the stressed-vowel nods
     assert open_.nod[20] < open_.nod[-1] - 0.01 and abs(open_.nod[-1]) < 1e-3
