@@ -9,7 +9,11 @@ for its event and ends where the next one starts (the last one at the end of the
 Voices: an espeak language (``"en-us"``, ``"en"`` = British, ``"en-gb-scotland"``, ``"de"``, ...),
 optionally with a variant (``"en-us+f3"``, ``"en+m3"``, ``"en-us+klatt"``...). Unknown voices raise
 InputError. libespeak-ng keeps global state (one voice, one callback), so every call holds a
-module lock; the library is initialised once per process in synchronous mode.
+module lock. It also keeps state no API resets (the pitch flutter's phase, a function-static counter in
+its wave generator), which made a sentence's waveform depend on what the process had spoken before: the
+same clip differed between a test run alone and one after other tests. So every call loads a fresh
+instance of the library (dlopen, initialise in synchronous mode, speak, terminate, dlclose: ~10 ms),
+and the same text, voice, rate and pitch give the same audio bit for bit, in any order and process.
 
 Licence note: libespeak-ng is GPL-3.0-or-later. It is loaded at run time from the separately
 installed ``espeakng-loader`` wheel; none of its code or data is part of this repository.
@@ -17,6 +21,7 @@ installed ``espeakng-loader`` wheel; none of its code or data is part of this re
 
 from __future__ import annotations
 
+import _ctypes
 import ctypes
 import dataclasses
 import threading
@@ -51,7 +56,7 @@ class _Event(ctypes.Structure):
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
 
 _lock = threading.Lock()
-_state: dict = {}  # lib, native rate, callback (kept alive), per-call sink
+_state: dict = {}  # the running call's sink (the callback writes into it)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,10 +89,10 @@ def _on_audio(wav, num_samples, events):
     return 0  # continue synthesis
 
 
-def _library():
-    """Load and initialise libespeak-ng once (caller holds the lock)."""
-    if "lib" in _state:
-        return _state["lib"]
+def _open_library():
+    """A freshly loaded, initialised libespeak-ng ``(lib, native rate, callback)`` (caller holds the lock).
+
+    The previous call's instance was unloaded (:func:`_close_library`), so its static state starts anew."""
     try:
         import espeakng_loader
     except ImportError as e:
@@ -104,15 +109,22 @@ def _library():
                                  ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
     lib.espeak_Synth.restype = ctypes.c_int
     lib.espeak_Synchronize.restype = ctypes.c_int
+    lib.espeak_Terminate.restype = ctypes.c_int
     lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
     rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(),
                                  _INIT_PHONEME_EVENTS | _INIT_DONT_EXIT)
     if rate <= 0:
+        _ctypes.dlclose(lib._handle)
         raise InputError(f"libespeak-ng failed to initialise (data at {espeakng_loader.get_data_path()})")
     callback = _CALLBACK(_on_audio)
     lib.espeak_SetSynthCallback(callback)
-    _state.update(lib=lib, rate=rate, callback=callback)
-    return lib
+    return lib, rate, callback
+
+
+def _close_library(lib) -> None:
+    """Free espeak's buffers and unload the instance (the next dlopen starts from the file's initial state)."""
+    lib.espeak_Terminate()
+    _ctypes.dlclose(lib._handle)
 
 
 def _timings(starts: list[tuple[str, int]], total: int, rate: int) -> list[tuple[str, float, float]]:
@@ -128,9 +140,7 @@ def synthesize_detailed(text: str, voice: str = "en-us", rate_wpm: int = 175, pi
     """Speak ``text`` with ``voice``; returns :class:`Speech` (16 kHz audio, phoneme and word timings).
 
     ``rate_wpm`` is espeak's speaking rate (80-450 words per minute), ``pitch`` its base pitch (0-100).
-    Not bit-repeatable: libespeak-ng keeps pitch-flutter state across calls (even across
-    re-initialisation), so a repeated call gives the same phonemes with timings within ~15 ms and a
-    slightly different waveform.
+    Bit-repeatable: the same arguments give the same audio and timings in any call order (see the module doc).
     """
     if not isinstance(text, str) or not text.strip():
         raise InputError("text to speak is empty")
@@ -138,20 +148,20 @@ def synthesize_detailed(text: str, voice: str = "en-us", rate_wpm: int = 175, pi
         raise InputError(f"rate_wpm must be in [80, 450] and pitch in [0, 100], got {rate_wpm}, {pitch}")
     data = text.encode("utf-8")
     with _lock:
-        lib = _library()
-        if lib.espeak_SetVoiceByName(voice.encode()) != 0:
-            raise InputError(f"unknown espeak voice {voice!r}; try one of {', '.join(VOICES)} "
-                             "(language[+variant], e.g. 'en-us+f3')")
-        lib.espeak_SetParameter(_PARAM_RATE, int(rate_wpm), 0)
-        lib.espeak_SetParameter(_PARAM_PITCH, int(pitch), 0)
-        lib.espeak_ng_SetRandSeed(0)  # removes espeak's random jitter (its flutter phase still carries over)
-        _state["sink"] = sink = {"chunks": [], "phonemes": [], "words": []}
+        lib, native, _callback = _open_library()  # the callback object must live until the library is closed
         try:
+            if lib.espeak_SetVoiceByName(voice.encode()) != 0:
+                raise InputError(f"unknown espeak voice {voice!r}; try one of {', '.join(VOICES)} "
+                                 "(language[+variant], e.g. 'en-us+f3')")
+            lib.espeak_SetParameter(_PARAM_RATE, int(rate_wpm), 0)
+            lib.espeak_SetParameter(_PARAM_PITCH, int(pitch), 0)
+            lib.espeak_ng_SetRandSeed(0)  # espeak's random jitter, the same every call
+            _state["sink"] = sink = {"chunks": [], "phonemes": [], "words": []}
             err = lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
             err = err or lib.espeak_Synchronize()
         finally:
             _state["sink"] = None
-        native = _state["rate"]
+            _close_library(lib)
     if err != 0:
         raise InputError(f"espeak failed to synthesise the text (error {err})")
     if not sink["chunks"]:
