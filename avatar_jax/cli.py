@@ -31,11 +31,13 @@ COMMANDS: dict[str, Command] = {
     "render": Command("render a talking video from audio or text", "avatar_jax.commands.render"),
     "export": Command("export a checkpoint into an inference bundle", "avatar_jax.commands.export"),
     "reconstruct": Command("build a canonical avatar from one photo", "avatar_jax.commands.reconstruct", ""),
-    "prepare": Command("turn talking videos (or synthetic clips) into training records", "avatar_jax.data.prepare"),
-    "bench": Command("benchmarks: renderer, encoders, model, loader", "avatar_jax.bench.command", ""),
+    "prepare": Command("turn talking videos (or synthetic clips) into training records", "avatar_jax.commands.prepare"),
+    "bench": Command("benchmarks: renderer, encoders, model, loader", "avatar_jax.commands.bench", ""),
     "eval": Command("evaluate a trained run on held-out clips (Table-2-style report)", "avatar_jax.commands.eval"),
     "demo": Command("the whole product: one photo -> talking avatar video (reconstruct, prepare, train, export, "
                     "render)", "avatar_jax.commands.demo", ""),
+    "vsd-compare": Command("the w/o-VSD row of Table 3: a student with VSD from a tiny teacher vs without, over seeds",
+                           "avatar_jax.commands.vsd_compare"),
     "motion-study": Command("the audio-driven model's 3D motion against the rig teacher (no renderer)",
                             "avatar_jax.eval.motion_study", ""),
 }
@@ -92,8 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from avatar_jax.train import distributed
 
             distributed.initialize_from_env(**distributed.launch_kwargs(args))
-        config = load_config(args.config, overrides)
-        return int(importlib.import_module(cmd.module).run(args, config) or 0)
+        module = importlib.import_module(cmd.module)
+        # A command may bring its own default config and overrides that go under the user's (vsd-compare).
+        config = load_config(args.config or getattr(module, "DEFAULT_CONFIG", None),
+                             [*getattr(module, "BASE_OVERRIDES", ()), *overrides])
+        return int(module.run(args, config) or 0)
     except NotBuiltError as e:
         print(f"avatar-jax: {e}", file=sys.stderr)
         return EXIT_NOT_BUILT

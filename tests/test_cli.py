@@ -20,7 +20,8 @@ def run_cli(*args, cwd=None):
 def test_help_lists_every_subcommand():
     res = run_cli("--help")
     assert res.returncode == 0
-    for name in ["train", "render", "export", "reconstruct", "prepare", "bench", "eval", "demo"]:
+    for name in ["train", "render", "export", "reconstruct", "prepare", "bench", "eval", "demo", "vsd-compare",
+                 "motion-study"]:
         assert name in res.stdout
 
 

@@ -22,7 +22,7 @@ def loaded_after(*argv: str) -> str:
 
 
 def test_bench_help_imports_no_other_command():
-    assert loaded_after("bench", "--help") == "LOADED []"
+    assert loaded_after("bench", "--help") == "LOADED ['avatar_jax.commands', 'avatar_jax.commands.bench']"
 
 
 def test_top_level_help_imports_no_command_and_train_still_gets_its_options():

@@ -354,8 +354,3 @@ def load_teacher(config, mesh) -> LoadedTeacher:
 
 
 # ---------------------------------------------------------------- with vs without VSD: train/vsd_compare.py
-
-if __name__ == "__main__":  # `python -m avatar_jax.train.vsd ...`, the comparison's documented command
-    from avatar_jax.train.vsd_compare import main
-
-    raise SystemExit(main())
