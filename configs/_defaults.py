@@ -209,6 +209,13 @@ def defaults() -> ml_collections.ConfigDict:
     c.reconstruct.max_offset = 0.05  # metres a Gaussian may move along the surface normal (clothes, hair)
     c.reconstruct.max_slide = 0.03  # metres it may slide along the surface (texture edges line up)
     c.reconstruct.offset_smooth = 1.0  # smoothness prior of the offsets over the body surface
+    c.reconstruct.silhouette_weight = 1.0  # body fit: weight of the person-mask (silhouette) terms
+    c.reconstruct.densify_at = 0.35  # densify the face/hand Gaussians at this fraction of the photometric steps
+    c.reconstruct.densify_fraction = 0.3  # ... the share with the largest screen-space gradient
+    c.reconstruct.densify_max_new = 3000  # ... at most this many new Gaussians
+    c.reconstruct.skin_offset = 0.015  # metres head skin below the ears may move (no jaw fin that reads as a chin)
+    c.reconstruct.hair_thickness = 0.015  # hair hung round the unseen back of the head, beyond the skull's width
+    c.reconstruct.hair_drop = 0.08  # ... down to this far below the ears (metres)
     c.reconstruct.turntable_views = 6
     c.reconstruct.turntable_size = 160
     c.reconstruct.mediapipe_python = ""  # interpreter with mediapipe (default: .venv-mediapipe, see detect.py)

@@ -97,3 +97,13 @@ def test_cli_override_parsing():
     c = load_config("tiny")
     apply_overrides(c, overrides)
     assert c.render.width == 64
+
+
+def test_every_reconstruct_setting_is_a_config_key_with_the_librarys_default():
+    from avatar_jax.personalize import reconstruct
+
+    c = load_config("tiny", ["reconstruct.hair_drop=0.05"])  # overridable from the command line
+    assert c.reconstruct.hair_drop == 0.05
+    c = load_config("tiny")
+    for key, value in reconstruct.DEFAULTS.items():
+        assert c.reconstruct[key] == value, key
