@@ -124,6 +124,16 @@ SCORED_REGIONS = {"mouth": [rig.REGION_UPPER_LIP, rig.REGION_LOWER_LIP], "eyes":
                   "face": [rig.REGION_UPPER_LIP, rig.REGION_LOWER_LIP, rig.REGION_EYELIDS, rig.REGION_FACE]}
 
 
+def joint_rotations(model: TalkingAvatar, driving: jax.Array, carry) -> jax.Array:
+    """The body motion head's joint rotations ``(T, J, 3)`` for driving tokens ``(T, d)`` after ``carry`` (the same
+    causal token windows :class:`avatar_jax.model.avatar.AudioDrivenAvatar` builds)."""
+    w = model.motion.window
+    history = jnp.concatenate([carry.window.astype(driving.dtype), driving], axis=0)
+    valid = jnp.concatenate([carry.valid, jnp.ones((driving.shape[0],), bool)])
+    idx = jnp.arange(driving.shape[0])[:, None] + jnp.arange(w)[None, :]
+    return model.motion.body_motion(history[idx], valid[idx])
+
+
 def train_motion(c, r: rig.Rig, train: list[dict], steps: int, console: Console | None = None
                  ) -> tuple[TalkingAvatar, CanonicalAvatar, list[float]]:
     """Train a :class:`TalkingAvatar` (``c.model``, ``c.motion_study``'s loss and optimiser settings) for
@@ -163,13 +173,6 @@ def train_motion(c, r: rig.Rig, train: list[dict], steps: int, console: Console 
 
     def gap(means):  # (T, N, 3) sorted -> (T,) lip opening (the scored lip gap, up to its rest offset)
         return means[:, upper_s, 1].mean(1) - means[:, lower_s, 1].mean(1)
-
-    def joint_rotations(m, driving, carry0):  # (T, J, 3): what the body motion head predicts in m.motion
-        w = m.motion.window
-        history = jnp.concatenate([carry0.window.astype(driving.dtype), driving], axis=0)
-        valid = jnp.concatenate([carry0.valid, jnp.ones((driving.shape[0],), bool)])
-        idx = jnp.arange(driving.shape[0])[:, None] + jnp.arange(w)[None, :]
-        return m.motion.body_motion(history[idx], valid[idx])
 
     def loss_fn(p, audio, target, carry0):
         m = nnx.merge(graphdef, p)

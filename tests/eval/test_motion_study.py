@@ -72,3 +72,27 @@ def test_short_training_makes_the_lip_gap_follow_the_teacher(small_rig):
     assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10]), losses
     assert err1 < 0.7 * err0, (err0, err1)
     assert corr > 0.5, corr
+
+
+def test_joint_prior_keeps_the_template_joints_near_rest(small_rig):
+    """motion_study.joint_prior_weight (an L1 prior on the body template's joint rotations) shrinks them."""
+    r = small_rig
+    c = load_config("tiny")
+    with c.unlocked():
+        c.model.d_model, c.model.num_heads = 16, 2
+        c.model.particle_counts = dict(body=2, face=2, upper_lip=2, lower_lip=2, eyelids=2, hands=2)
+        c.audio.embedded_dim, c.audio.embedded_width, c.audio.embedded_depth = 32, 32, 1
+        c.motion_study.window_frames = 10
+        c.motion_study.learning_rate, c.motion_study.lr_schedule = 3e-3, "constant"
+    clip = motion_study.teacher_clip(r, "Good morning, my name is Robin.", "en-us", FPS, seed=0, pause_s=0.4)
+    frames = clip["means"].shape[0]
+
+    def mean_rotation(weight):
+        with c.unlocked():
+            c.motion_study.joint_prior_weight = weight
+        model, avatar, _ = motion_study.train_motion(c, r, [clip], 20)
+        driving = model.driving(clip["audio"], frames)
+        return float(np.abs(motion_study.joint_rotations(model, driving, model.motion.init_carry(avatar))).mean())
+
+    free, held = mean_rotation(0.0), mean_rotation(10.0)
+    assert free > 5e-4 and held < 0.5 * free, (free, held)
