@@ -129,3 +129,23 @@ def test_thread_safe():
         t.join()
     for i, r in enumerate(results):  # interleaved synthesis would mix chunks and events across texts
         same_speech(r, expected[i % 4])
+
+
+def test_this_process_never_loads_libespeak(monkeypatch):
+    """Each call speaks in a process of its own: loading and unloading the library here (the previous way to
+    reset its state) crashed a later XLA compile in the same CI worker."""
+    import ctypes
+
+    loaded = []
+    real = ctypes.CDLL.__init__
+
+    def record(self, name, *args, **kwargs):
+        loaded.append(str(name))
+        real(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(ctypes.CDLL, "__init__", record)
+    audio, phonemes = synthesize("One more sentence.", voice="en-us")
+    assert audio.size > 8000 and phonemes
+    assert not [n for n in loaded if "espeak" in n]
+    with open("/proc/self/maps") as f:
+        assert "libespeak-ng" not in f.read()
