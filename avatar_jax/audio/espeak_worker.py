@@ -1,9 +1,9 @@
 """One eSpeak NG synthesis in a process of its own (run as a script by :mod:`avatar_jax.audio.tts`).
 
 libespeak-ng keeps state that no API resets (the pitch flutter's phase), so a sentence spoken in a
-long-lived process depends on what that process spoke before. Loading and unloading the library in the
-caller's process (dlopen/dlclose per call) reset it but crashed a later XLA compile in one CI worker, so
-each call speaks in a short-lived process that imports only ctypes and the library.
+long-lived process depends on what that process spoke before. Unloading the library (dlclose) in the
+caller's process after every call would reset it, but unloading a C++ library from a process full of
+native code is fragile, so each call speaks in a short-lived process that imports only ctypes and the library.
 
 stdin: one JSON request ``{"text", "voice", "rate_wpm", "pitch"}``. stdout: one JSON line
 ``{"rate", "error", "unknown_voice", "phonemes": [[name, sample]], "words": [[pos, len, sample]],

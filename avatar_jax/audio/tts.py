@@ -10,9 +10,9 @@ Voices: an espeak language (``"en-us"``, ``"en"`` = British, ``"en-gb-scotland"`
 optionally with a variant (``"en-us+f3"``, ``"en+m3"``, ``"en-us+klatt"``...). Unknown voices raise
 InputError. libespeak-ng keeps state that no API resets (the pitch flutter's phase, a function-static
 counter in its wave generator), which made a sentence's waveform depend on what the process had spoken
-before: the same clip differed between a test run alone and one after other tests. Loading and unloading
-the library around every call reset it but crashed a later XLA compile in the same process (a CI
-worker). So every call speaks in a short-lived process of its own (:mod:`avatar_jax.audio.espeak_worker`,
+before: the same clip differed between a test run alone and one after other tests. Unloading the library
+after every call would reset it, but unloading native code in a process full of it is fragile. So every
+call speaks in a short-lived process of its own (:mod:`avatar_jax.audio.espeak_worker`,
 ~20 ms), and the same text, voice, rate and pitch give the same audio bit for bit, in any order and
 process; this process never loads the library.
 
