@@ -132,8 +132,8 @@ def test_thread_safe():
 
 
 def test_this_process_never_loads_libespeak(monkeypatch):
-    """Each call speaks in a process of its own: loading and unloading the library here (the previous way to
-    reset its state) crashed a later XLA compile in the same CI worker."""
+    """Each call speaks in a process of its own (a fresh library state every call), so this process never loads
+    libespeak-ng, nor has to unload it."""
     import ctypes
 
     loaded = []
