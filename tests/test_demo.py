@@ -2,6 +2,7 @@
 render, every output checked for shape and content; then resume, refusal and bad input (cheap, no compile)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -31,8 +32,10 @@ def demo_run(tmp_path_factory):
     # In a process of its own: inside a CI worker that had run other test files first, the demo's train-step
     # compile twice crashed (segfault in XLA's persistent-cache write); the same run in a fresh process passes.
     out = tmp_path_factory.mktemp("demo") / "out"
+    # and without the persistent cache, whose file lock a crashed writer would leave to the other workers
+    env = {**os.environ, "JAX_ENABLE_COMPILATION_CACHE": "false"}
     res = subprocess.run([sys.executable, "-m", "avatar_jax.cli", *demo_args(out)], capture_output=True, text=True,
-                         timeout=1800)
+                         timeout=1800, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     return out
 
