@@ -257,13 +257,10 @@ def run_score(c, paths: DemoPaths) -> dict:
     as training scores its held-out split: :func:`avatar_jax.train.evaluate.evaluate` at the training size
     with the run's constants (lip landmarks bound within their lips by the rig's regions), render capacity
     and backdrop."""
-    import jax.numpy as jnp
     from flax import nnx
 
-    from avatar_jax.geometry import Camera
     from avatar_jax.model.talking import TalkingAvatar
     from avatar_jax.train import data, evaluate, step
-    from avatar_jax.train.loop import background_colour
     from avatar_jax.train.restore import restore_run
 
     run = restore_run(paths.run, data_root=paths.data)
@@ -271,10 +268,7 @@ def run_score(c, paths: DemoPaths) -> dict:
     # As train/loop.py: constants with the rig's regions; render settings from the first training window.
     consts = step.make_constants(config, trained.avatar, trained.landmarks, trained.region)
     first = data.from_numpy({k: v[None] for k, v in source[0].items()})
-    camera = Camera(jnp.asarray(first.viewmat[0]), jnp.asarray(first.K[0]), source.width, source.height)
-    rs = step.RenderSettings(source.width, source.height,
-                             step.render_capacity(trained.avatar, camera, float(config.train.capacity_factor)),
-                             background_colour(first, config.render.background), str(config.render.backend))
+    rs = step.render_settings(config, trained.avatar, first, source.width, source.height)
     untrained = nnx.split(TalkingAvatar(config, nnx.Rngs(int(config.seed))), nnx.Param)[1]
     clips = int(c.demo.held_out_sentences)
     scores = {}

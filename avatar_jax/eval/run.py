@@ -110,17 +110,13 @@ def load_run(workdir: str, *, name: str = "", data_root: str | None = None, clip
              ) -> TrainedRun:
     """Restore ``workdir``'s latest checkpoint on one device with the avatar and render settings it trained with."""
     from avatar_jax.train import data, step
-    from avatar_jax.train.loop import background_colour
     from avatar_jax.train.restore import restore_run
 
     run = restore_run(workdir, data_root=data_root)
     config, source, trained = run.config, run.source, run.trained
     consts = step.make_constants(config, trained.avatar, trained.landmarks)
     first = data.from_numpy({k: v[None] for k, v in source[0].items()})
-    camera = Camera(jnp.asarray(first.viewmat[0]), jnp.asarray(first.K[0]), source.width, source.height)
-    rs = step.RenderSettings(source.width, source.height,
-                             step.render_capacity(trained.avatar, camera, float(config.train.capacity_factor)),
-                             background_colour(first, config.render.background), config.render.backend)
+    rs = step.render_settings(config, trained.avatar, first, source.width, source.height)
     face_binding = None
     if trained.landmarks is not None:
         rest = np.asarray(trained.landmarks)[FACE]

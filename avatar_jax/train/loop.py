@@ -23,7 +23,6 @@ import numpy as np
 
 from avatar_jax.config import validate
 from avatar_jax.errors import ConfigError, TrainingError
-from avatar_jax.geometry import Camera
 from avatar_jax.train import avatar as avatar_lib
 from avatar_jax.train import data, evaluate, sharding, step, vsd
 from avatar_jax.train import logging as train_logging
@@ -32,14 +31,6 @@ from avatar_jax.train.optimizer import make_optimizer
 
 SUMMARY_FILE = "summary.json"
 SCORE_ITEM = "vsd_score"  # the checkpoint item holding the variational VSD's LoRA score (train/checkpoint.py)
-
-
-def background_colour(batch: data.Batch, fallback) -> tuple[float, float, float]:
-    """The clips' backdrop: median colour of the pixels outside the person mask (``fallback`` if none)."""
-    outside = np.asarray(batch.masks) < 3
-    if outside.sum() < 16:
-        return tuple(float(x) for x in fallback)
-    return tuple(float(x) for x in np.median(np.asarray(batch.frames)[outside], axis=0) / 255.0)
 
 
 def _check(config) -> None:
@@ -115,10 +106,7 @@ def train(config, workdir: str, *, data_root: str | None = None, mesh=None, prog
         if latest is None:
             graphdef, state = state_lib.create_state(config, mesh, optimizer, (graphdef, abstract))
         start = int(state.step)
-        camera = Camera(jnp.asarray(first.viewmat[0]), jnp.asarray(first.K[0]), source.width, source.height)
-        rs = step.RenderSettings(source.width, source.height,
-                                 step.render_capacity(trained.avatar, camera, float(t.capacity_factor)),
-                                 background_colour(first, config.render.background), config.render.backend)
+        rs = step.render_settings(config, trained.avatar, first, source.width, source.height)
 
         # ---- the compiled step, with its memory and FLOPs printed before it first runs
         state_sh = jax.tree.map(lambda a: a.sharding, abstract)

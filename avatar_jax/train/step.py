@@ -91,6 +91,23 @@ def render_capacity(avatar: CanonicalAvatar, camera: Camera, factor: float) -> i
     return 1 << (int(np.ceil(factor * hits)) - 1).bit_length()
 
 
+def background_colour(batch: Batch, fallback) -> tuple[float, float, float]:
+    """The clips' backdrop: median colour of the pixels outside the person mask (``fallback`` if none)."""
+    outside = np.asarray(batch.masks) < 3
+    if outside.sum() < 16:
+        return tuple(float(x) for x in fallback)
+    return tuple(float(x) for x in np.median(np.asarray(batch.frames)[outside], axis=0) / 255.0)
+
+
+def render_settings(config, avatar: CanonicalAvatar, batch: Batch, width: int, height: int) -> RenderSettings:
+    """What training renders with: ``batch``'s first camera sized by :func:`render_capacity` at
+    ``train.capacity_factor``, the clips' backdrop (``render.background`` when no backdrop is visible) and
+    ``render.backend``. Training, evaluation and the demo call this so that all score the same renders."""
+    camera = Camera(jnp.asarray(batch.viewmat[0]), jnp.asarray(batch.K[0]), width, height)
+    return RenderSettings(width, height, render_capacity(avatar, camera, float(config.train.capacity_factor)),
+                          background_colour(batch, config.render.background), str(config.render.backend))
+
+
 def render_sequence(frames: FrameGaussians, camera: Camera, rs: RenderSettings
                     ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """``(T,N,...)`` Gaussians seen by one camera -> ``rgb (T,H,W,3)``, ``alpha (T,H,W)`` (float32) and

@@ -208,21 +208,15 @@ def validation_data(teacher_dir: str, data: str, out: str, clips: int | None = N
 def score_run(workdir: str, data_root: str, score_root: str, clips: int) -> dict:
     """Scores of ``workdir``'s newest checkpoint on ``score_root``'s test split (first ``clips`` clips, whole),
     exactly as training scores its held-out split (same constants, render settings and lip binding)."""
-    import jax.numpy as jnp
 
-    from avatar_jax.geometry import Camera
     from avatar_jax.train import data, evaluate, step
-    from avatar_jax.train.loop import background_colour
     from avatar_jax.train.restore import restore_run
 
     run = restore_run(workdir, data_root=data_root)
     config, source, trained = run.config, run.source, run.trained
     consts = step.make_constants(config, trained.avatar, trained.landmarks, trained.region)
     first = data.from_numpy({k: v[None] for k, v in source[0].items()})
-    camera = Camera(jnp.asarray(first.viewmat[0]), jnp.asarray(first.K[0]), source.width, source.height)
-    rs = step.RenderSettings(source.width, source.height,
-                             step.render_capacity(trained.avatar, camera, float(config.train.capacity_factor)),
-                             background_colour(first, config.render.background), str(config.render.backend))
+    rs = step.render_settings(config, trained.avatar, first, source.width, source.height)
     scores = evaluate.evaluate(run.graphdef, run.params, consts, rs, score_root, clips=clips,
                                landmark_rest=trained.landmarks, region=trained.region)
     return {"step": run.step, **scores}

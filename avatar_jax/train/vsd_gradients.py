@@ -51,11 +51,9 @@ def gradient_report(workdir: str, teacher: str, *, data_root: str | None = None,
 
     from avatar_jax.config import apply_overrides
     from avatar_jax.errors import InputError
-    from avatar_jax.geometry import Camera
     from avatar_jax.model.talking import TalkingAvatar
     from avatar_jax.train import avatar as avatar_lib
     from avatar_jax.train import data, sharding, step, vsd
-    from avatar_jax.train.loop import background_colour
     from avatar_jax.train.restore import restore_run
 
     if batches < 1 or draws < 2:
@@ -71,10 +69,7 @@ def gradient_report(workdir: str, teacher: str, *, data_root: str | None = None,
     starts = avatar_lib.teacher_start_states(trained, source.metas, bool(config.model.use_body_skinning))
     iterator = data.make_iterator(config, source)
     first = data.next_batch(iterator, root, starts)
-    camera = Camera(jax.numpy.asarray(first.viewmat[0]), jax.numpy.asarray(first.K[0]), source.width, source.height)
-    rs = step.RenderSettings(source.width, source.height,
-                             step.render_capacity(trained.avatar, camera, float(config.train.capacity_factor)),
-                             background_colour(first, config.render.background), str(config.render.backend))
+    rs = step.render_settings(config, trained.avatar, first, source.width, source.height)
     with config.unlocked():
         config.loss.vsd = 1.0
     loaded = vsd.load_teacher(config, mesh)
