@@ -17,9 +17,27 @@ os.environ.setdefault(
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
 os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 << 30))  # bounded, and file-locked across workers
 
+import gc  # noqa: E402
+
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_code():
+    """Free every compiled executable after each test file.
+
+    XLA:CPU maps each compiled kernel's code and data as separate memory mappings (about three per
+    kernel), and an executable lives as long as JAX's caches hold it. A CI worker that runs ~70 test
+    files in one process reached Linux's per-process limit (vm.max_map_count, 65530) near the end of the
+    suite, and the next compile died in XLA with a segfault or abort. One file peaks at ~14k mappings;
+    clearing the caches takes a worker back to ~600. Later files recompile what they share with earlier
+    ones, mostly from the persistent cache above.
+    """
+    yield
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.fixture
