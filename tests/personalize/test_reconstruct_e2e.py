@@ -1,7 +1,9 @@
 """`avatar-jax reconstruct` end to end on the astronaut photo and on a synthetic full-body subject.
 
-Both run at reduced settings (fewer Gaussians and steps: the default run's numbers are in the README).
-One run per subject (module fixture) feeds all checks: keypoint error, PSNR in the mask, complete
+The astronaut and the synthetic subject run at the default settings, where the issue's bars hold (keypoint
+error < 2 %, PSNR in the mask >= 28 dB, no face from behind); a reduced run costs about as much (89 against
+105 CPU-s for the astronaut: compiles and the body fit dominate). The grayscale photo runs at reduced
+settings. One run per subject (module fixture) feeds all checks: keypoint error, PSNR in the mask, complete
 outputs, the quality gate with ``--strict``, and MediaPipe's face detector on renders from behind.
 """
 
@@ -22,12 +24,18 @@ from tests.personalize import scenes
 
 pytestmark = pytest.mark.slow
 
-REDUCED = ["--config.reconstruct.num_gaussians=6000", "--config.reconstruct.photo_steps=40",
-           "--config.reconstruct.body_steps=150", "--config.reconstruct.turntable_size=96"]
-# PSNR inside the person mask at these settings, each about 1 dB under what they measure (README: astronaut
-# 22.5 dB, synthetic 25.5 dB, gray 17.4-17.8 dB). The default settings reach the issue's 28 dB bar (README:
-# astronaut 31.2 dB, synthetic 35.5 dB); the tests cannot afford them.
-PSNR_AT_TEST_SETTINGS = {"astronaut": 21.5, "synthetic": 24.5, "gray": 16.5}
+# The grayscale subject's settings: its point is that no colour is invented, not the quality bars.
+GRAY_SETTINGS = ["--config.reconstruct.num_gaussians=4000", "--config.reconstruct.photo_steps=25",
+                 "--config.reconstruct.body_steps=150", "--config.reconstruct.turntable_size=96"]
+DEFAULT_GAUSSIANS = 20000
+# PSNR inside the person mask: the issue's bar at the default settings (README: astronaut 31.2 dB, synthetic
+# 35.4 dB); the gray run about 1 dB under what it measures at its settings (README: 17.4-17.8 dB).
+PSNR_BAR = {"astronaut": 28.0, "synthetic": 28.0, "gray": 16.5}
+# Renders from behind (degrees about the vertical axis, 180 = straight behind). At the default settings no face
+# is found from 127.5 to 270 degrees (README sweep, every 7.5 degrees); the reduced gray run is checked straight
+# behind and 30 degrees to either side.
+BEHIND = {"astronaut": [127.5, 150.0, 180.0, 210.0, 240.0, 270.0], "synthetic": [127.5, 150.0, 180.0, 210.0, 240.0,
+                                                                                  270.0], "gray": [150.0, 180.0, 210.0]}
 
 
 def _synthetic_subject() -> np.ndarray:
@@ -47,19 +55,20 @@ def run(request, tmp_path_factory):
     from skimage import data
 
     tmp = tmp_path_factory.mktemp(request.param)
-    settings = REDUCED
+    settings = []  # the defaults
     if request.param == "astronaut":
         image = data.astronaut()
-    elif request.param == "gray":  # a grayscale photo end to end (one channel in the file), smaller still
+    elif request.param == "gray":  # a grayscale photo end to end (one channel in the file)
         image = data.astronaut().mean(-1).round().astype(np.uint8)
-        settings = [*REDUCED, "--config.reconstruct.num_gaussians=4000", "--config.reconstruct.photo_steps=25"]
+        settings = GRAY_SETTINGS
     else:
         image = _synthetic_subject()
     iio.imwrite(tmp / "in.png", image)
     assert iio.imread(tmp / "in.png").ndim == (2 if request.param == "gray" else 3)
     code = main(["reconstruct", "--image", str(tmp / "in.png"), "--out", str(tmp / "out"), "--strict", *settings])
     report = json.loads((tmp / "out" / "report.json").read_text())
-    return dict(name=request.param, code=code, out=tmp / "out", report=report)
+    gaussians = int(GRAY_SETTINGS[0].split("=")[1]) if request.param == "gray" else DEFAULT_GAUSSIANS
+    return dict(name=request.param, code=code, out=tmp / "out", report=report, gaussians=gaussians)
 
 
 def test_fit_quality_and_the_strict_gate(run):
@@ -67,14 +76,16 @@ def test_fit_quality_and_the_strict_gate(run):
     print(run["name"], {k: r[k] for k in ("keypoint_error_fraction_of_height", "psnr_in_mask_db", "ssim_in_mask",
                                           "seen_surface_share", "warnings")})
     assert r["keypoint_error_fraction_of_height"] < 0.02
-    assert r["psnr_in_mask_db"] >= PSNR_AT_TEST_SETTINGS[run["name"]]
+    assert r["psnr_in_mask_db"] >= PSNR_BAR[run["name"]]
     assert r["seen_surface_share"] > 0.15
-    # --strict: any failed bar (here PSNR below the default-quality bar) is exit status 4, files written.
+    # --strict: any failed bar is exit status 4, files written. At the default settings no bar fails; the
+    # reduced gray run misses the PSNR bar.
     assert run["code"] == (4 if r["warnings"] else 0)
+    assert bool(r["warnings"]) == (run["name"] == "gray"), r["warnings"]
     assert r["offset_m"]["max_from_surface"] < 0.06  # no Gaussian floats off the body
     # The shape follows the silhouette too, and face/hand detail was densified.
     assert r["body_silhouette_iou"] > 0.5 and r["avatar_silhouette_iou"] > 0.8
-    assert r["densified_gaussians"] > 0 and r["num_gaussians"] > int(REDUCED[0].split("=")[1]) * 0.6
+    assert r["densified_gaussians"] > 0 and r["num_gaussians"] > run["gaussians"] * 0.6
 
 
 def test_grayscale_photo_gives_a_gray_avatar(run):
@@ -100,15 +111,17 @@ def test_outputs_are_complete(run):
     assert strip.shape[1] == 6 * strip.shape[0]
 
 
-# This used to fail at reduced settings: the face's Gaussians showed through gaps between the discs of the
-# unseen back of the head (and big eyeball discs poked through the skin). The unseen surface is now closed
-# and inner discs are bounded (personalize/photometric.py). All three subjects, the gray one too.
+# Faces from behind had three causes, each fixed and kept here: the face's Gaussians showing through gaps in
+# the unseen back of the head and eyeball discs poking through the skin (the unseen surface is closed, inner
+# discs bounded: personalize/photometric.py), and at the default settings a 4 cm jaw fin plus the bald skull's
+# profile (skin below the ears bounded, hair hung round the back: personalize/hair.py).
 def test_no_face_on_the_back_of_the_head(run):
     cloud, _ = avatar_file.load_avatar(str(run["out"] / "avatar.npz"))
-    views = back_views.head_views(cloud, [0.0, 150.0, 180.0, 210.0])
+    azimuths = BEHIND[run["name"]]
+    views = back_views.head_views(cloud, [0.0, *azimuths])
     assert len(detect.face_boxes(views[0])) >= 1  # the detector does find our avatar's face from the front
-    for view in views[1:]:
-        assert len(detect.face_boxes(view)) == 0
+    found = {a: len(detect.face_boxes(v)) for a, v in zip(azimuths, views[1:], strict=True)}
+    assert not any(found.values()), found
 
 
 def test_unseen_back_is_no_busier_than_the_seen_front(run):
