@@ -19,6 +19,7 @@ import json
 import os
 import time
 
+import jax
 import numpy as np
 
 from avatar_jax.errors import ConfigError, InputError
@@ -278,6 +279,9 @@ def compare(config, out: str, *, seeds: list[int], weights: list[float], data_ro
             result["rows"].append({"seed": seed, "weight": w, "name": name, **row})
             log(f"seed {seed}, {name}: test {row['test'].get(SCORE)}, validation {row['val'].get(SCORE)}")
             save()
+            # Each row compiles its own train step and scorers; XLA:CPU maps every compiled kernel into memory
+            # and a long sweep in one process would otherwise run into Linux's per-process mapping limit.
+            jax.clear_caches()
     result["summary"] = summarise(result["rows"], weights)
     save()
     return result
