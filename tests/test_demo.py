@@ -29,11 +29,10 @@ def demo_args(out, *extra):
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
-    # In a process of its own: inside a CI worker that had run other test files first, the demo's train-step
-    # compile twice crashed (segfault in XLA's persistent-cache write); the same run in a fresh process passes.
+    # As a user runs it: a process of its own. (Its train-step compile once crashed inside a CI worker; the
+    # cause was the worker's accumulated code mappings, see tests/conftest.py, not the demo.)
     out = tmp_path_factory.mktemp("demo") / "out"
-    # and without the persistent cache, whose file lock a crashed writer would leave to the other workers
-    env = {**os.environ, "JAX_ENABLE_COMPILATION_CACHE": "false"}
+    env = {**os.environ, "JAX_ENABLE_COMPILATION_CACHE": "false"}  # nothing else compiles the demo's programs
     res = subprocess.run([sys.executable, "-m", "avatar_jax.cli", *demo_args(out)], capture_output=True, text=True,
                          timeout=1800, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
