@@ -225,6 +225,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.motion_study = ml_collections.ConfigDict()
     c.motion_study.num_gaussians = 3000
     c.motion_study.train_sentences = 12  # about 35 s of speech over three voices
+    c.motion_study.voices_per_sentence = 1  # training voices each training sentence is spoken in
     c.motion_study.held_out_sentences = 30  # unseen sentences for the long held-out run (held-out voice)
     c.motion_study.long_seconds = 60.0  # length of that run: drift, per-region and lip scores
     c.motion_study.eval_chunk = 250  # frames per streamed chunk in evaluation
@@ -232,14 +233,17 @@ def defaults() -> ml_collections.ConfigDict:
     c.motion_study.region_balanced_loss = True  # each rig region weighs the same in the L1 loss
     c.motion_study.face_weight = 2.0  # loss weight of the face regions (lips, eyelids, face) over the others
     c.motion_study.joint_prior_weight = 0.0  # L1 prior on the body template's joint rotations (m per rad)
+    c.motion_study.velocity_weight = 0.0  # L1 on the frame-to-frame motion against the teacher's (jitter)
     c.motion_study.lip_gap_weight = 1.0  # weight of an L1 term on the lip gap itself (metres, like the L1)
     c.motion_study.lr_schedule = "cosine"  # constant | cosine (warmup_steps, then decay to 5 %)
     c.motion_study.warmup_steps = 20
     c.motion_study.sentence_pause_s = 0.6  # silence after each sentence (scored pauses: >= 0.2 s, 0.1 s margins)
     c.motion_study.voices = ("en-us", "en+m3", "en-us+f3", "en-gb-scotland")  # last one is held out
-    c.motion_study.train_steps = 600
+    c.motion_study.train_steps = 1200
     c.motion_study.window_frames = 25  # 1 s training windows
+    c.motion_study.audio_context_s = 2.5  # clip audio the encoder sees either side of a training window
     c.motion_study.learning_rate = 1e-3
+    c.motion_study.weight_decay = 3.0  # AdamW decoupled weight decay (x lr per step; 0: plain Adam)
     c.motion_study.size = 128  # rendered frame side (pixels)
     c.motion_study.framing = "face"  # face | upper_body
     c.motion_study.out = "out/motion_study"

@@ -36,7 +36,14 @@ class DrivingEncoder(nnx.Module):
         return num_video_frames(num_samples, self.fps, self.encoder.sample_rate)
 
     def __call__(self, audio: jax.Array, num_frames: int | None = None, text: jax.Array | None = None,
-                 text_mask: jax.Array | None = None, frame_offset: int = 0) -> jax.Array:
-        """``audio (S,)`` float32 at 16 kHz -> ``D (T, d_model)``, ``T = num_frames`` (default: cover all audio)."""
-        feats = encode_to_frames(self.encoder, jnp.asarray(audio, jnp.float32), self.fps, num_frames)
+                 text_mask: jax.Array | None = None, frame_offset: int = 0, context_frames: int = 0) -> jax.Array:
+        """``audio (S,)`` float32 at 16 kHz -> ``D (T, d_model)``, ``T = num_frames`` (default: cover all audio).
+
+        ``context_frames``: the audio starts that many frames before the first token returned (and may run on
+        after the last): a window of a longer clip is encoded with the clip's audio around it, as the whole
+        clip is at inference (the encoder's attention sees ~1.3-2.6 s either side)."""
+        if context_frames < 0:
+            raise ValueError(f"context_frames must be >= 0, got {context_frames}")
+        total = None if num_frames is None else context_frames + num_frames
+        feats = encode_to_frames(self.encoder, jnp.asarray(audio, jnp.float32), self.fps, total)[context_frames:]
         return self.fusion(feats, text, text_mask, frame_offset=frame_offset)

@@ -84,6 +84,8 @@ def test_joint_prior_keeps_the_template_joints_near_rest(small_rig):
         c.audio.embedded_dim, c.audio.embedded_width, c.audio.embedded_depth = 32, 32, 1
         c.motion_study.window_frames = 10
         c.motion_study.learning_rate, c.motion_study.lr_schedule = 3e-3, "constant"
+        # the prior alone, as it was measured (weight decay shrinks the rotations too; no audio context: 2x faster)
+        c.motion_study.weight_decay, c.motion_study.audio_context_s = 0.0, 0.0
     clip = motion_study.teacher_clip(r, "Good morning, my name is Robin.", "en-us", FPS, seed=0, pause_s=0.4)
     frames = clip["means"].shape[0]
 
@@ -96,3 +98,42 @@ def test_joint_prior_keeps_the_template_joints_near_rest(small_rig):
 
     free, held = mean_rotation(0.0), mean_rotation(10.0)
     assert free > 5e-4 and held < 0.5 * free, (free, held)
+
+
+def test_optimizer_applies_the_weight_decay():
+    """motion_study.weight_decay reaches the optimiser (AdamW): with no gradient, a step shrinks the weights by
+    lr x decay; without it they stay; a negative decay is refused."""
+    import jax.numpy as jnp
+    import optax
+
+    d = load_config("tiny").motion_study
+    with d.unlocked():
+        d.lr_schedule, d.learning_rate = "constant", 1e-2
+    params = {"w": jnp.full((3,), 2.0)}
+    for decay, expected in ((0.0, 2.0), (5.0, 2.0 * (1 - 1e-2 * 5.0))):
+        with d.unlocked():
+            d.weight_decay = decay
+        opt = motion_study.optimizer(d, 10)
+        updates, _ = opt.update({"w": jnp.zeros(3)}, opt.init(params), params)
+        np.testing.assert_allclose(optax.apply_updates(params, updates)["w"], expected, rtol=1e-6)
+    with d.unlocked():
+        d.weight_decay = -1.0
+    with pytest.raises(ValueError, match="weight_decay"):
+        motion_study.optimizer(d, 10)
+
+
+def test_training_clips_speak_each_sentence_in_several_training_voices(small_rig):
+    c = load_config("tiny")
+    with c.unlocked():
+        c.motion_study.train_sentences, c.motion_study.voices_per_sentence = 2, 2
+    texts = ["My name is Robin.", "Good morning."]
+    clips = motion_study.training_clips(small_rig, c, texts)
+    train_voices = list(c.motion_study.voices)[:-1]
+    assert [(cl["text"], cl["voice"]) for cl in clips] == [
+        (texts[0], train_voices[0]), (texts[0], train_voices[1]), (texts[1], train_voices[1]),
+        (texts[1], train_voices[2])]
+    assert c.motion_study.voices[-1] not in {cl["voice"] for cl in clips}  # the held-out voice stays unheard
+    with c.unlocked():
+        c.motion_study.voices_per_sentence = len(train_voices) + 1
+    with pytest.raises(ValueError, match="voices_per_sentence"):
+        motion_study.training_clips(small_rig, c, texts)
