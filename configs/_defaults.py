@@ -233,7 +233,6 @@ def defaults() -> ml_collections.ConfigDict:
     c.motion_study.region_balanced_loss = True  # each rig region weighs the same in the L1 loss
     c.motion_study.face_weight = 2.0  # loss weight of the face regions (lips, eyelids, face) over the others
     c.motion_study.joint_prior_weight = 0.0  # L1 prior on the body template's joint rotations (m per rad)
-    c.motion_study.velocity_weight = 0.0  # L1 on the frame-to-frame motion against the teacher's (jitter)
     c.motion_study.lip_gap_weight = 1.0  # weight of an L1 term on the lip gap itself (metres, like the L1)
     c.motion_study.lr_schedule = "cosine"  # constant | cosine (warmup_steps, then decay to 5 %)
     c.motion_study.warmup_steps = 20

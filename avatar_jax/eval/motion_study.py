@@ -205,9 +205,6 @@ def train_motion(c, r: rig.Rig, train: list[dict], steps: int, console: Console 
         driving = m.driving(audio, target.shape[0], frame_offset=carry0.frame, context_frames=context)
         out, _ = m.motion(avatar, driving, carry0)
         loss = jnp.mean(jnp.abs(out.means - target).sum(-1) * loss_w) / 3.0
-        if d.velocity_weight > 0:  # frame-to-frame motion as the teacher's: jitter costs, not only pose error
-            vel = jnp.abs(jnp.diff(out.means, axis=0) - jnp.diff(target, axis=0)).sum(-1)
-            loss = loss + d.velocity_weight * jnp.mean(vel * loss_w) / 3.0
         if d.lip_gap_weight > 0:  # the mouth opening itself, which an L1 spread over Gaussians weighs little
             loss = loss + d.lip_gap_weight * jnp.mean(jnp.abs(gap(out.means) - gap(target)))
         if d.joint_prior_weight > 0 and m.motion.body_motion is not None:
