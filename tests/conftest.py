@@ -31,7 +31,7 @@ def _release_compiled_code():
     XLA:CPU maps each compiled kernel's code and data as separate memory mappings (about three per
     kernel), and an executable lives as long as JAX's caches hold it. A CI worker that runs ~70 test
     files in one process reached Linux's per-process limit (vm.max_map_count, 65530) near the end of the
-    suite, and the next compile died in XLA with a segfault or abort. One file peaks at ~14k mappings;
+    suite, and the next compile died in XLA with a segfault or abort. The largest file reaches ~19k;
     clearing the caches takes a worker back to ~600. Later files recompile what they share with earlier
     ones, mostly from the persistent cache above.
     """

@@ -209,7 +209,6 @@ def validation_data(teacher_dir: str, data: str, out: str, clips: int | None = N
 def score_run(workdir: str, data_root: str, score_root: str, clips: int) -> dict:
     """Scores of ``workdir``'s newest checkpoint on ``score_root``'s test split (first ``clips`` clips, whole),
     exactly as training scores its held-out split (same constants, render settings and lip binding)."""
-
     from avatar_jax.train import data, evaluate, step
     from avatar_jax.train.restore import restore_run
 
