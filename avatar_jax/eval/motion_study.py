@@ -41,36 +41,13 @@ from avatar_jax.model.avatar import forward
 from avatar_jax.model.canonical import CanonicalAvatar
 from avatar_jax.model.talking import TalkingAvatar
 from avatar_jax.render import render
+from avatar_jax.train.avatar import canonical_from_rig
 
 SAMPLE_RATE = 16000
 
 
 def add_arguments(parser):
     parser.add_argument("--out", default=None, help="output folder (default: config.motion_study.out)")
-
-
-def canonical_from_rig(r: rig.Rig, counts: dict[str, int], bind_k: int) -> tuple[CanonicalAvatar, np.ndarray]:
-    """The rig's Gaussians as a canonical avatar with particles placed by region (``counts`` per
-    :data:`avatar_jax.model.particles.REGIONS` name) and the rig's body as its template. Also returns the
-    figure index of the Gaussian each particle sits on."""
-    fig = r.figure
-    gaussian, p_region = particles.place_particles(fig.means, r.region, counts)
-    prest = fig.means[gaussian].astype(np.float32)
-    bind_index, bind_weight = particles.bind_within_regions(fig.means, r.region, prest, p_region, bind_k)
-    pivots, parents, j_index, j_weight = rig.template(r)
-    eps = 1e-4
-    opac = np.clip(fig.opacities, eps, 1 - eps)
-    avatar = CanonicalAvatar(
-        means=jnp.asarray(fig.means, jnp.float32), log_scales=jnp.log(jnp.asarray(fig.scales, jnp.float32)),
-        quats=jnp.asarray(fig.quats, jnp.float32), opacity_logits=jnp.asarray(np.log(opac / (1 - opac)), jnp.float32),
-        colors=jnp.asarray(fig.colors, jnp.float32), part=jnp.asarray(fig.part, jnp.int32),
-        bind_index=jnp.asarray(bind_index), bind_weight=jnp.asarray(bind_weight),
-        particle_rest=jnp.asarray(prest),
-        particle_part=jnp.asarray([particles.REGION_PART[particles.REGIONS[k]] for k in p_region], jnp.int32),
-        joint_pivots=jnp.asarray(pivots), joint_parents=jnp.asarray(parents), joint_index=jnp.asarray(j_index),
-        joint_weight=jnp.asarray(j_weight),
-    ).sorted_by_part()
-    return avatar, gaussian
 
 
 def teacher_clip(r: rig.Rig, text: str, voice: str, fps: float, seed: int, pause_s: float = 0.0) -> dict:

@@ -104,7 +104,7 @@ class AudioDrivenAvatar(nnx.Module):
             state_scale=(c.get("state_scale_rot", 0.1), c.get("state_scale_trans", 0.01)),
             tbptt=c.get("tbptt_frames", 0), **kw,
         ) if s.particle_deformer else None
-        self.num_joints = c.get("num_joints", 4)
+        self.num_joints = c.get("num_joints", 5)
         self.body_motion = body_skinning.BodyMotionHead(
             c.d_model, self.window, self.num_joints, rngs, max_rotation=c.get("max_joint_rotation", 0.6),
             output_scale=c.get("joint_scale", 0.1), **kw) if s.body_skinning else None
