@@ -77,6 +77,10 @@ def test_motion_study_runs_end_to_end(tmp_path):
     teacher = long["teacher_drift_regions"]
     assert set(teacher) == set(long["drift_regions"]) and teacher["mouth"]["first_mm"] > 0.5
     assert teacher["mouth"]["first_mm"] > 2 * teacher["body"]["first_mm"]
+    # the expression in the head's frame: the jaw still moves there, all scores finite
+    head = long["regions_head_frame"]
+    assert set(head) == {"mouth", "eyes", "expression"} and head["mouth"]["rest_mm"] > 0.5
+    assert all(np.isfinite(v["model_mm"]) and np.isfinite(v["constant_mm"]) for v in head.values())
     video = np.stack(list(iio.imiter(out / "talking.mp4")))
     assert video.shape == (metrics["frames"], 32, 64, 3)  # model | teacher side by side
     assert (out / "frames.png").stat().st_size > 0

@@ -13,7 +13,10 @@ Gaussian order) and return plain floats, so the demo, ``eval`` and tests print t
   timing, with a margin at both edges): the silence the mouth-closed share is scored on;
 - :func:`silent_frames`: frames whose audio RMS is below a share of the clip's loud frames (this also counts
   the short stop closures inside words, where a speaking mouth is not closed, so it is not used for scoring);
-- :func:`drift`: mean displacement from rest over the first and last ``window`` frames, and the peak.
+- :func:`drift`: mean displacement from rest over the first and last ``window`` frames, and the peak;
+- :func:`rigid_fit` and :func:`in_head_frame`: every frame seen from the head's own frame (the rigid motion
+  of head Gaussians that only the neck moves, fitted per frame), so the face's expression (jaw, lips, lids)
+  is scored apart from the head's gestures (nods, turns), as talking-head papers score lips.
 """
 
 from __future__ import annotations
@@ -102,3 +105,25 @@ def drift(means: np.ndarray, rest: np.ndarray, window: int) -> dict[str, float]:
     first, last = float(disp[:window].mean()), float(disp[-window:].mean())
     return dict(first_mm=1e3 * first, last_mm=1e3 * last, ratio=last / first if first > 0 else float("inf"),
                 max_mm=1e3 * float(disp.max()))
+
+
+def rigid_fit(rest: np.ndarray, posed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares rigid motion (Kabsch) from ``rest (N,3)`` to each frame of ``posed (T,N,3)``:
+    ``R (T,3,3)``, ``t (T,3)`` with ``posed ~ rest @ R^T + t``."""
+    x = np.asarray(rest, np.float64)
+    y = np.asarray(posed, np.float64)
+    xm, ym = x.mean(0), y.mean(1)
+    cov = np.einsum("ni,tnj->tij", x - xm, y - ym[:, None])  # sum of (x - xm)(y - ym)^T
+    u, _, vt = np.linalg.svd(cov)
+    flip = np.sign(np.linalg.det(u @ vt))  # a reflection is not a motion
+    u[:, :, 2] *= flip[:, None]
+    r = np.swapaxes(u @ vt, 1, 2)  # R = V U^T
+    return r, ym - np.einsum("tij,j->ti", r, xm)
+
+
+def in_head_frame(means: np.ndarray, rest: np.ndarray, head: np.ndarray) -> np.ndarray:
+    """``means (T,N,3)`` in the head's frame: the rigid motion that best carries the ``head`` Gaussians
+    (indices or mask; ones only the neck moves) from ``rest (N,3)`` to each frame, undone. A still head
+    gives back ``means``; a face that only turns with the head gives back ``rest``."""
+    r, t = rigid_fit(np.asarray(rest)[head], means[:, head])
+    return np.einsum("tji,tnj->tni", r, np.asarray(means, np.float64) - t[:, None])

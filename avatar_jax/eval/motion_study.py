@@ -100,6 +100,10 @@ SCORED_REGIONS = {"mouth": [rig.REGION_UPPER_LIP, rig.REGION_LOWER_LIP], "eyes":
                   "head": [rig.REGION_FACE], "hands": [rig.REGION_HANDS], "body": [rig.REGION_BODY],
                   "face": [rig.REGION_UPPER_LIP, rig.REGION_LOWER_LIP, rig.REGION_EYELIDS, rig.REGION_FACE]}
 
+# The face's expression regions, scored in the head's frame
+EXPRESSION_REGIONS = {"mouth": SCORED_REGIONS["mouth"], "eyes": SCORED_REGIONS["eyes"],
+                      "expression": SCORED_REGIONS["mouth"] + SCORED_REGIONS["eyes"]}
+
 
 def training_clips(r: rig.Rig, c, texts: list[str]) -> list[dict]:
     """The teacher clips trained on: the first ``motion_study.train_sentences`` of ``texts``, each spoken in
@@ -290,6 +294,11 @@ def run(args, config) -> int:
     teacher_long = long["means"]
     constant = np.median(np.concatenate([np.asarray(cl["means"]) for cl in train]), axis=0)  # audio-blind pose
     regions = scores.region_errors(pred_long, teacher_long, constant, rest_fig, r.region, SCORED_REGIONS)
+    # The same scores in the head's own frame (rigid fit on head Gaussians only the neck moves): the jaw, lips
+    # and lids apart from the head's gestures (nods and turns), which dominate the face region in the world.
+    head_only = np.where((r.region == rig.REGION_FACE) & (r.weights[:, rig.HEAD] > 0.999))[0]
+    local = [scores.in_head_frame(x, rest_fig, head_only) for x in (pred_long, teacher_long, constant[None])]
+    regions_head = scores.region_errors(local[0], local[1], local[2][0], rest_fig, r.region, EXPRESSION_REGIONS)
     gap_model = scores.lip_gap(pred_long, rest_fig, upper, lower)
     gap_teacher = scores.lip_gap(teacher_long, rest_fig, upper, lower)
     # Silence = real pauses (>= 0.2 s without a phoneme, 0.1 s margins), from the TTS timing: a low-RMS
@@ -314,6 +323,9 @@ def run(args, config) -> int:
         console.print(f"  {name:6s} model {v['model_mm']:6.2f}  constant pose {v['constant_mm']:6.2f}  "
                       f"rest {v['rest_mm']:6.2f}  explained {v['explained']:+.2f} vs constant "
                       f"{v['constant_explained']:+.2f}")
+    console.print("  in the head's frame (expression without the head's nods and turns): " + ", ".join(
+        f"{k} model {v['model_mm']:.2f} constant {v['constant_mm']:.2f} rest {v['rest_mm']:.2f} mm, explained "
+        f"{v['explained']:+.2f} vs {v['constant_explained']:+.2f}" for k, v in regions_head.items()))
     console.print(f"  lip gap: amplitude {lips['amplitude_ratio']:.2f} of the teacher's, correlation "
                   f"{lips['correlation']:.2f}; mouth closed in {lips['closed_in_silence'] * 100:.0f} % of "
                   f"{lips['silent_frames']} silent frames (teacher {lips['teacher_closed_in_silence'] * 100:.0f} %)")
@@ -354,6 +366,7 @@ def run(args, config) -> int:
         motion_explained=1.0 - err_model / err_still if err_still > 0 else 0.0,
         mouth_opening_correlation=sync, seconds=time.perf_counter() - start,
         long_held_out=dict(seconds=frames_long / c.audio.fps, sentences=long["sentences"], regions=regions,
+                           regions_head_frame=regions_head,
                            lips=lips, drift=drift, teacher_drift=teacher_drift, drift_regions=drift_regions,
                            teacher_drift_regions=teacher_drift_regions),
     )

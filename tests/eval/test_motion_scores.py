@@ -70,3 +70,27 @@ def test_pause_frames_are_real_pauses_with_margins():
     np.testing.assert_array_equal(np.where(scores.pause_frames([], 10, fps))[0], [3, 4, 5, 6])  # 0.12-0.28 s
     with pytest.raises(ValueError, match="margin"):
         scores.pause_frames(speech, 85, fps, min_pause=0.2, margin=0.12)
+
+
+def test_head_frame_removes_the_head_motion_and_keeps_the_expression():
+    rng = np.random.default_rng(0)
+    rest = rng.normal(size=(30, 3)) * 0.05
+    head = np.arange(20)  # rigid head Gaussians; 20..29 the "jaw"
+    t = 6
+    angles = np.linspace(0.0, 0.2, t)
+    rot = np.stack([[[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]] for a in angles])
+    shift = rng.normal(size=(t, 3)) * 0.01
+    expression = np.zeros((t, 30, 3))
+    expression[:, 20:, 1] = -0.004 * np.arange(t)[:, None]  # the jaw opens in the head's frame
+    posed = np.einsum("tij,tnj->tni", rot, rest[None] + expression) + shift[:, None]
+    r, tr = scores.rigid_fit(rest[head], posed[:, head])
+    np.testing.assert_allclose(r, rot, atol=1e-9)
+    np.testing.assert_allclose(tr, shift, atol=1e-9)
+    np.testing.assert_allclose(scores.in_head_frame(posed, rest, head), rest[None] + expression, atol=1e-9)
+    # a model with the right expression and a still head: wrong in the world, exact in the head's frame
+    still = rest[None] + expression
+    assert np.abs(still - posed).max() > 1e-3
+    np.testing.assert_allclose(scores.in_head_frame(still, rest, head), scores.in_head_frame(posed, rest, head),
+                               atol=1e-9)
+    # a reflection is never returned
+    assert np.allclose(np.linalg.det(scores.rigid_fit(rest[head], -posed[:, head])[0]), 1.0)
