@@ -225,7 +225,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.motion_study = ml_collections.ConfigDict()
     c.motion_study.num_gaussians = 3000
     c.motion_study.train_sentences = 12  # about 35 s of speech over three voices
-    c.motion_study.voices_per_sentence = 1  # training voices each training sentence is spoken in
+    c.motion_study.voices_per_sentence = 3  # training voices each training sentence is spoken in (36 clips)
     c.motion_study.held_out_sentences = 30  # unseen sentences for the long held-out run (held-out voice)
     c.motion_study.long_seconds = 60.0  # length of that run: drift, per-region and lip scores
     c.motion_study.eval_chunk = 250  # frames per streamed chunk in evaluation
