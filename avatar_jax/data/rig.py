@@ -241,8 +241,9 @@ def template(rig: Rig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The rig's body as a 5-joint template (root, neck, jaw under the neck, left and right shoulder), as a
     body fit gives it: the lids fold into the head joint (the particles must move them). Returns
     ``pivots (5,3)``, ``parents (5,)``, ``index (N,5)``, ``weight (N,5)``."""
-    w = rig.weights
-    tw = np.stack([w[:, ROOT], w[:, HEAD] + w[:, LIDS], w[:, JAW], w[:, ARM_L], w[:, ARM_R]], 1).astype(np.float32)
+    tw = rig.weights[:, list(TEMPLATE_BONES)]  # fancy indexing: a copy
+    tw[:, TEMPLATE_BONES.index(HEAD)] += rig.weights[:, LIDS]  # the lids ride on the head joint
+    tw = tw.astype(np.float32)
     index = np.broadcast_to(np.arange(len(TEMPLATE_BONES), dtype=np.int32), tw.shape).copy()
     pivots = rig.pivots[list(TEMPLATE_BONES)].astype(np.float32)
     return pivots, np.array(TEMPLATE_PARENTS, np.int32), index, tw
