@@ -259,8 +259,8 @@ def run_score(c, paths: DemoPaths) -> dict:
     and backdrop."""
     from flax import nnx
 
-    from avatar_jax.model.talking import TalkingAvatar
     from avatar_jax.train import data, evaluate, step
+    from avatar_jax.train import state as state_lib
     from avatar_jax.train.restore import restore_run
 
     run = restore_run(paths.run, data_root=paths.data)
@@ -269,7 +269,7 @@ def run_score(c, paths: DemoPaths) -> dict:
     consts = step.make_constants(config, trained.avatar, trained.landmarks, trained.region)
     first = data.from_numpy({k: v[None] for k, v in source[0].items()})
     rs = step.render_settings(config, trained.avatar, first, source.width, source.height)
-    untrained = nnx.split(TalkingAvatar(config, nnx.Rngs(int(config.seed))), nnx.Param)[1]
+    untrained = nnx.split(state_lib.initial_model(config), nnx.Param)[1]
     clips = int(c.demo.held_out_sentences)
     scores = {}
     for name, params in (("untrained", untrained), ("trained", run.params)):
@@ -402,7 +402,11 @@ def run_demo(config, out: str | None = None, *, image: str | None = None, overwr
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise InputError(f"unknown demo stage(s) {', '.join(unknown)}; stages are {', '.join(STAGES)}")
-    c = stage_config(config)
+    from avatar_jax.audio import pretrained
+
+    # a configured pretrained speech encoder (audio.encoder=wav2vec2, audio.checkpoint_dir) is checked before
+    # minutes of reconstruction: a missing folder or an unsupported checkpoint is one clear error now
+    c = pretrained.resolve(stage_config(config))
     photo = load_photo(image if image is not None else str(c.demo.image))
     paths = DemoPaths(os.path.abspath(out or str(c.demo.out)))
     manifest = open_out(paths.out, fingerprint(c, photo), overwrite)

@@ -20,8 +20,11 @@ def defaults() -> ml_collections.ConfigDict:
     c.audio = ml_collections.ConfigDict()
     c.audio.sample_rate = 16000
     c.audio.fps = 25.0
-    c.audio.encoder = "embedded"  # embedded | wav2vec2 | whisper
-    c.audio.checkpoint_dir = ""  # local directory of an upstream checkpoint (no downloads)
+    c.audio.encoder = "embedded"  # embedded | wav2vec2 (HuBERT too): avatar_jax/audio/pretrained.py
+    c.audio.checkpoint_dir = ""  # local directory of an upstream wav2vec2/HuBERT checkpoint (no downloads)
+    c.audio.encoder_layer = -1  # the pretrained encoder's hidden state the fusion reads (-1: last_hidden_state)
+    c.audio.encoder_lr_scale = 0.0  # 0: the pretrained encoder is frozen; else fine-tuned at this x learning rate
+    c.audio.encoder_spec = ""  # filled by training from checkpoint_dir: the architecture, so runs rebuild without it
     c.audio.embedded_dim = 128  # embedded default encoder (trained with the avatar)
     c.audio.embedded_width = 96
     c.audio.embedded_depth = 2

@@ -111,6 +111,12 @@ def test_demo_refuses_foreign_folder_and_bad_input(tmp_path, capsys):
     assert "held_out_sentences must be >= 1" in capsys.readouterr().err
     assert cli.main(demo_args(tmp_path / "o", "--config.demo.size=33")) == cli.EXIT_USAGE
     assert "must be even" in capsys.readouterr().err
+    # a pretrained speech encoder whose folder is missing: refused before any stage, nothing written
+    nowhere = tmp_path / "wav2vec2-base"
+    assert cli.main(demo_args(tmp_path / "o", "--config.audio.encoder=wav2vec2",
+                              f"--config.audio.checkpoint_dir={nowhere}")) == cli.EXIT_USAGE
+    assert f"checkpoint directory '{nowhere}' does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_compose_and_strip_layout():

@@ -25,7 +25,7 @@ from avatar_jax.export.loader import current_platform, load_bundle
 from avatar_jax.inference.cameras import camera_path
 from avatar_jax.inference.stream import StreamStats, stream_frames
 from avatar_jax.model.canonical import synthetic_avatar
-from avatar_jax.model.talking import TalkingAvatar
+from avatar_jax.train import state as state_lib
 
 
 def _speech(seconds: float, sample_rate: int) -> np.ndarray:
@@ -47,7 +47,7 @@ def run(config, out_dir) -> dict:
     gaussians = 2_000 if quick else 20_000
     sizes = [(64, 64)] if quick else [(256, 256), (512, 512)]
     seconds, chunk, repeats = (1.0, 8, 1) if quick else (4.0, 25, 3)
-    model = TalkingAvatar(config, nnx.Rngs(config.seed))
+    model = state_lib.initial_model(config)  # a pretrained audio encoder (config.audio) included
     graphdef, params = nnx.split(model, nnx.Param)
     keys = iter(jax.random.split(jax.random.key(config.seed), len(jax.tree.leaves(params))))
     params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(next(keys), p.shape, p.dtype), params)

@@ -52,7 +52,7 @@ def measure(config, devices: int, steps: int) -> dict:
         K=np.broadcast_to(np.asarray(camera.K), (b, 3, 3)), viewmat=np.broadcast_to(np.asarray(camera.viewmat),
                                                                                     (b, 4, 4)), **kp)
     mesh = sharding.make_mesh({"data": devices, "fsdp": 1, "model": 1})
-    optimizer = make_optimizer(config.train)
+    optimizer = make_optimizer(config.train, config.audio)
     graphdef, state = state_lib.create_state(config, mesh, optimizer)
     state_sh = jax.tree.map(lambda x: x.sharding, state)
     const_sh, batch_sh = step.constant_shardings(mesh, consts), data.batch_shardings(mesh, batch)

@@ -13,6 +13,7 @@ from flax import nnx
 from avatar_jax.audio.embedded import EmbeddedAudioEncoder
 from avatar_jax.audio.encoder import encode_to_frames
 from avatar_jax.audio.features import num_video_frames
+from avatar_jax.errors import ConfigError
 from avatar_jax.model.fusion import GatedFusion
 
 
@@ -21,7 +22,12 @@ class DrivingEncoder(nnx.Module):
 
     def __init__(self, audio_config, d_model: int, rngs: nnx.Rngs, *, encoder=None, d_text: int | None = None):
         self.fps = float(audio_config.fps)
-        # The embedded encoder trains with the avatar; a pretrained one (wav2vec2/Whisper) is passed in.
+        # The embedded encoder trains with the avatar; a pretrained one (wav2vec2/HuBERT) is passed in
+        # (train/state.py builds it from config.audio and loads its weights).
+        kind = str(audio_config.get("encoder", "embedded"))
+        if encoder is None and kind != "embedded":
+            raise ConfigError(f"audio.encoder={kind!r}: build the model with train.state.initial_model (it loads the "
+                              "pretrained encoder); this path only builds the embedded encoder")
         self.encoder = encoder if encoder is not None else EmbeddedAudioEncoder(
             dim=audio_config.get("embedded_dim", 128), width=audio_config.get("embedded_width", 96),
             depth=audio_config.get("embedded_depth", 2), rngs=rngs)

@@ -49,7 +49,9 @@ FINGERPRINT_KEYS = (
     "train.avatar",  # the canonical avatar the model deforms
 )
 # Keys below a fingerprinted subtree that only change how, not what, is computed.
-COMPATIBLE_KEYS = ("model.compute_dtype",)
+# audio.checkpoint_dir: where the pretrained encoder's weights were read from at the fresh start; its
+# architecture (audio.encoder_spec) is fingerprinted and the weights live in the checkpoints.
+COMPATIBLE_KEYS = ("model.compute_dtype", "audio.checkpoint_dir")
 
 
 class CheckpointError(AvatarJaxError):

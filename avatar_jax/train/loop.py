@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from avatar_jax.audio import pretrained
 from avatar_jax.config import validate
 from avatar_jax.errors import ConfigError, TrainingError
 from avatar_jax.train import avatar as avatar_lib
@@ -60,6 +61,9 @@ def train(config, workdir: str, *, data_root: str | None = None, mesh=None, prog
 
     start_time = time.perf_counter()
     _check(config)
+    # a pretrained audio encoder's architecture goes into the config (and config.json): resume and export
+    # rebuild the model without its upstream folder
+    config = pretrained.resolve(config)
     t = config.train
     root = data_root or config.data.root
     if root != config.data.root:  # config.json then names the data this run trained on (eval, export)
@@ -77,7 +81,7 @@ def train(config, workdir: str, *, data_root: str | None = None, mesh=None, prog
     start_states = (avatar_lib.teacher_start_states(trained, source.metas, bool(config.model.use_body_skinning))
                     if t.get("start_from_teacher", True) else None)
     iterator = data.make_iterator(config, source)
-    optimizer = make_optimizer(t)
+    optimizer = make_optimizer(t, config.audio)
     # the frozen video teacher of Eq. 9 (loss.vsd > 0): vsd.teacher, sharded FSDP x tensor-parallel
     teacher = vsd.load_teacher(config, mesh) if float(config.loss.vsd) else None
     teacher_args = () if teacher is None else (teacher.params,)

@@ -48,7 +48,7 @@ def restore_run(workdir: str, *, data_root: str | None = None) -> RestoredRun:
     if step is None:
         raise InputError(f"workdir {workdir!r} has no complete checkpoint yet; train first")
     mesh = sharding.make_mesh(dict(data=1, fsdp=1, model=1), jax.devices()[:1])
-    graphdef, abstract = state_lib.abstract_state(config, mesh, make_optimizer(config.train))
+    graphdef, abstract = state_lib.abstract_state(config, mesh, make_optimizer(config.train, config.audio))
     state, _ = ckpt.restore(step, abstract)
     ckpt.close()
     root = data_root or config.data.root

@@ -16,7 +16,6 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from avatar_jax.errors import ConfigError
 from avatar_jax.model.talking import TalkingAvatar
 from avatar_jax.train import sharding
 
@@ -34,14 +33,32 @@ class TrainState:
 
 
 def _model(config) -> TalkingAvatar:
-    if config.audio.encoder != "embedded":
-        raise ConfigError(f"train: audio.encoder={config.audio.encoder!r} is not trainable here yet; "
-                          "use audio.encoder=embedded")
+    from avatar_jax.audio import pretrained
     from avatar_jax.model import pose_driven
 
+    # a pretrained speech encoder (wav2vec2/HuBERT) is built from its spec; its weights come in initial_model
+    encoder = pretrained.build(config.audio, nnx.Rngs(config.seed))
     if pose_driven.model_kind(config.model) == "pose_driven":  # the audio -> pose -> LBS baseline
-        return pose_driven.PoseDrivenTalkingAvatar(config, nnx.Rngs(config.seed))
-    return TalkingAvatar(config, nnx.Rngs(config.seed))
+        return pose_driven.PoseDrivenTalkingAvatar(config, nnx.Rngs(config.seed), encoder=encoder)
+    return TalkingAvatar(config, nnx.Rngs(config.seed), encoder=encoder)
+
+
+def pretrained_weights(config) -> nnx.State | None:
+    """The upstream weights of a configured pretrained audio encoder (``audio.checkpoint_dir``), else None."""
+    from avatar_jax.audio import pretrained
+
+    return pretrained.load_weights(config.audio) if pretrained.is_pretrained(config.audio) else None
+
+
+def initial_model(config, weights: nnx.State | None = None) -> TalkingAvatar:
+    """The model as training starts it: parameters from ``config.seed``, a pretrained audio encoder's from
+    ``weights`` (:func:`pretrained_weights`; read here when None)."""
+    model = _model(config)
+    if weights is None:
+        weights = pretrained_weights(config)
+    if weights is not None:
+        nnx.update(model.driving.encoder.model, weights)
+    return model
 
 
 def abstract_model(config) -> tuple[nnx.GraphDef, nnx.State]:
@@ -53,7 +70,12 @@ def state_shardings(mesh, abstract: TrainState, optimizer: optax.GradientTransfo
     """NamedShardings for every leaf of ``abstract`` (a TrainState of arrays or ShapeDtypeStructs)."""
     replicated = NamedSharding(mesh, PartitionSpec())
     params = sharding.state_shardings(mesh, abstract.params)
-    opt = optax.tree_map_params(optimizer, lambda _, s: s, abstract.opt_state, params,
+    # a grouped optimiser (a frozen pretrained encoder, train/optimizer.py) holds empty MaskedNodes for the
+    # parameters outside a group: they stay as they are (no array, no sharding)
+    def keep_masked(p, s):
+        return p if isinstance(p.get_value() if isinstance(p, nnx.Variable) else p, optax.MaskedNode) else s
+
+    opt = optax.tree_map_params(optimizer, keep_masked, abstract.opt_state, params,
                                 transform_non_params=lambda _: replicated,
                                 is_leaf=lambda x: isinstance(x, nnx.Variable))
     return TrainState(step=replicated, params=params, opt_state=opt, bad_streak=replicated, bad_total=replicated)
@@ -71,16 +93,17 @@ def abstract_state(config, mesh, optimizer) -> tuple[nnx.GraphDef, TrainState]:
 
 def create_state(config, mesh, optimizer, abstract: tuple[nnx.GraphDef, TrainState] | None = None
                  ) -> tuple[nnx.GraphDef, TrainState]:
-    """Fresh parameters from ``config.seed`` (initialised straight into their shards) and optimiser state.
+    """Fresh parameters from ``config.seed`` (initialised straight into their shards; a pretrained audio
+    encoder's from its upstream checkpoint) and optimiser state.
 
     ``abstract``: :func:`abstract_state`'s result when the caller has it already.
     """
     graphdef, abstract = abstract or abstract_state(config, mesh, optimizer)
     sh = jax.tree.map(lambda a: a.sharding, abstract)
 
-    def init():
-        params = nnx.split(_model(config), nnx.Param)[1]
+    def init(weights):
+        params = nnx.split(initial_model(config, weights), nnx.Param)[1]
         zero = jnp.zeros((), jnp.int32)
         return TrainState(step=zero, params=params, opt_state=optimizer.init(params), bad_streak=zero, bad_total=zero)
 
-    return graphdef, jax.jit(init, out_shardings=sh)()
+    return graphdef, jax.jit(init, out_shardings=sh)(pretrained_weights(config))

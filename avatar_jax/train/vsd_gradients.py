@@ -51,9 +51,9 @@ def gradient_report(workdir: str, teacher: str, *, data_root: str | None = None,
 
     from avatar_jax.config import apply_overrides
     from avatar_jax.errors import InputError
-    from avatar_jax.model.talking import TalkingAvatar
     from avatar_jax.train import avatar as avatar_lib
     from avatar_jax.train import data, sharding, step, vsd
+    from avatar_jax.train import state as state_lib
     from avatar_jax.train.restore import restore_run
 
     if batches < 1 or draws < 2:
@@ -63,7 +63,7 @@ def gradient_report(workdir: str, teacher: str, *, data_root: str | None = None,
     config = ml_collections.ConfigDict(run.config.to_dict())
     apply_overrides(config, [f"vsd.teacher={teacher}", *overrides])
     source, trained = run.source, run.trained
-    params = nnx.split(TalkingAvatar(config, nnx.Rngs(int(config.seed))), nnx.Param)[1] if init else run.params
+    params = nnx.split(state_lib.initial_model(config), nnx.Param)[1] if init else run.params
     mesh = sharding.make_mesh(dict(data=1, fsdp=1, model=1), jax.devices()[:1])
     consts = step.make_constants(config, trained.avatar, trained.landmarks, trained.region)
     starts = avatar_lib.teacher_start_states(trained, source.metas, bool(config.model.use_body_skinning))
