@@ -124,7 +124,14 @@ def test_the_stored_architecture_must_match_the_folder(tmp_path):
 def test_the_frozen_encoder_has_no_optimiser_state_and_no_update():
     c = pretrained.resolve(config(HUBERT))
     opt = make_optimizer(c.train, c.audio)
-    _, state = state_lib.create_state(c, one_device(), opt)
+    # initialised straight into its shards on a data x fsdp x model mesh, the upstream weights in place
+    mesh = make_mesh({"data": 2, "fsdp": 2, "model": 2})
+    _, state = state_lib.create_state(c, mesh, opt)
+    kernel = state.params["driving"]["encoder"]["model"]["projection"]["kernel"]
+    assert kernel.get_value().sharding.spec == jax.sharding.PartitionSpec(None, "fsdp")  # (conv_in, embed)
+    upstream = flat(nnx.state(load_wav2vec2(HUBERT), nnx.Param))
+    for k, v in encoder_part(state.params).items():
+        np.testing.assert_array_equal(v, upstream[k], err_msg=k)
     n_encoder = sum(v.size for v in encoder_part(state.params).values())
     n_all = sum(v.size for v in flat(state.params).values())
     moments = sum(x.size for x in jax.tree.leaves(state.opt_state) if x.ndim)
