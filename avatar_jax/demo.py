@@ -78,6 +78,9 @@ def stage_config(config):
         raise InputError(f"demo.held_out_sentences must be >= 1, got {d.held_out_sentences}")
     if int(d.sentences) < 1 or not tuple(d.voices):
         raise InputError("the demo needs demo.sentences >= 1 and at least one training voice (demo.voices)")
+    if int(d.held_out_offset) < int(d.sentences):
+        raise InputError(f"demo.held_out_offset={d.held_out_offset} must be >= demo.sentences={d.sentences}: the "
+                         "held-out sentences would be training sentences")
     with c.unlocked():
         r = c.reconstruct
         r.num_gaussians, r.body_steps, r.photo_steps = int(d.num_gaussians), int(d.body_steps), int(d.photo_steps)
@@ -183,11 +186,11 @@ def run_reconstruct(c, photo: np.ndarray, paths: DemoPaths, say) -> dict:
 
 
 def held_out_sentences(c) -> list[tuple[str, str]]:
-    """``(category, text)`` of the ``demo.held_out_sentences`` corpus sentences after the training ones
-    (``prepare_synthetic`` says sentences 0..n-1)."""
+    """``(category, text)`` of the ``demo.held_out_sentences`` corpus sentences from ``demo.held_out_offset`` on
+    (``prepare_synthetic`` says sentences 0..n-1; :func:`stage_config` keeps the two apart)."""
     from avatar_jax.data import corpus
 
-    return corpus.sentences(int(c.demo.held_out_sentences), offset=int(c.data.synthetic.sentences))
+    return corpus.sentences(int(c.demo.held_out_sentences), offset=int(c.demo.held_out_offset))
 
 
 def subject_of(paths: DemoPaths) -> str:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from avatar_jax import cli
+from avatar_jax.data import corpus
 from avatar_jax.demo import PANELS, STAGES, compose, fit_panel, frame_strip
 from avatar_jax.export.video import stream_durations
 
@@ -45,6 +46,8 @@ def test_demo_writes_every_output(demo_run):
     metrics = json.loads((out / "metrics.json").read_text())
     held = metrics["held_out"]
     assert held["voice"] == "en-us+f3" and held["clips"] == 2 and len(set(held["texts"])) == 2
+    # the held-out speech is fixed (demo.held_out_offset), whatever the number of training sentences
+    assert held["texts"] == [text for _, text in corpus.sentences(2, offset=12)]
     assert len(held["frames"]) == 2 and min(held["frames"]) > 10 and held["frames_total"] == sum(held["frames"])
     assert held["size"] == 32
     video_frames = metrics["video"]["frames"]
@@ -111,6 +114,9 @@ def test_demo_refuses_foreign_folder_and_bad_input(tmp_path, capsys):
     assert "held_out_sentences must be >= 1" in capsys.readouterr().err
     assert cli.main(demo_args(tmp_path / "o", "--config.demo.size=33")) == cli.EXIT_USAGE
     assert "must be even" in capsys.readouterr().err
+    assert cli.main(demo_args(tmp_path / "o", "--config.demo.sentences=3", "--config.demo.held_out_offset=2")) \
+        == cli.EXIT_USAGE
+    assert "the held-out sentences would be training sentences" in capsys.readouterr().err
     # a pretrained speech encoder whose folder is missing: refused before any stage, nothing written
     nowhere = tmp_path / "wav2vec2-base"
     assert cli.main(demo_args(tmp_path / "o", "--config.audio.encoder=wav2vec2",
