@@ -69,7 +69,8 @@ def describe(checkpoint_dir: str) -> dict:
     pre = os.path.join(checkpoint_dir, "preprocessor_config.json")
     if os.path.isfile(pre):
         try:
-            settings = json.load(open(pre))
+            with open(pre) as f:
+                settings = json.load(f)
         except json.JSONDecodeError as e:
             raise checkpoint.CheckpointError(f"{pre} is not valid JSON: {e}") from e
         rate = int(settings.get("sampling_rate", SAMPLE_RATE))
